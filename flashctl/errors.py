@@ -31,8 +31,8 @@ class FlashctlError(Exception):
         self.hint = hint
 
     def lines(self) -> list[str]:
-        """The lines printed for this error (without the `error:` prefix)."""
-        return [self.message]
+        """The lines printed for this error, each complete (`error: ...`)."""
+        return [f"error: {self.message}"]
 
 
 class InputError(FlashctlError):
@@ -50,6 +50,9 @@ class Position:
     column: int
 
     def __str__(self) -> str:
+        # Line 0 means "the path as a whole" (missing file, directory): no line to point at.
+        if self.line <= 0:
+            return self.source
         return f"{self.source}:{self.line}:{self.column}"
 
 

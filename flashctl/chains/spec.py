@@ -10,6 +10,7 @@ snake_case. The JSON Schema (`flashctl schema`) is generated from these models.
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -221,6 +222,10 @@ class Link(Model):
             raise ValueError("`thread` goes with `mapping: pinned`, and pinned needs `thread`")
         if self.source == NIC and self.to == NIC:
             raise ValueError("a link from `nic` to `nic` does nothing; link the NIC to an NF")
+        if NIC in (self.source, self.to) and self.mapping != "affine":
+            raise ValueError(
+                f"`mapping: {self.mapping}` has no effect on a link from or to the NIC; drop it"
+            )
         return self
 
     @property
@@ -307,12 +312,18 @@ class Chain(Model):
     def interface_of(self, nf: str) -> str | None:
         return self.spec.nfs[nf].interface or self.spec.interface
 
+    @cached_property
+    def _umem_groups(self) -> dict[str, str]:
+        # First listing wins; an NF listed twice is a graph error reported elsewhere.
+        groups: dict[str, str] = {}
+        for group in self.spec.umems:
+            for nf in group.nfs:
+                groups.setdefault(nf, group.name)
+        return groups
+
     def umem_of(self, nf: str) -> str:
         """The UMEM group of an NF; an NF in no group has a private UMEM named after it."""
-        for group in self.spec.umems:
-            if nf in group.nfs:
-                return group.name
-        return f"{nf}(private)"
+        return self._umem_groups.get(nf) or f"{nf}(private)"
 
 
 def json_schema() -> dict[str, Any]:

@@ -1,0 +1,5 @@
+"""`python -m flashctl`."""
+
+from flashctl.cli import main
+
+main()

@@ -1,0 +1,315 @@
+"""The `flashctl` command line (typer).
+
+Start-up time is a feature: `flashctl --help` imports only typer, and each command imports
+what it needs (pydantic, networkx, rich) inside its body. Every error is a `FlashctlError`
+caught in `main`, printed as one line per problem, with a stable exit code; tracebacks only
+with `--debug`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+from flashctl import __version__
+from flashctl.errors import ExitCode, FlashctlError, InputError
+
+if TYPE_CHECKING:
+    from flashctl.chains.loader import Loaded
+
+app = typer.Typer(
+    name="flashctl",
+    help="Declarative service chains for FLASH (Fast Linked AF_XDP Sockets).",
+    rich_markup_mode=None,  # rich help rendering costs ~70 ms of imports per invocation
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+import_app = typer.Typer(help="Turn other tools' configs into chain files.", no_args_is_help=True)
+export_app = typer.Typer(help="Write chain files in other tools' formats.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+app.add_typer(export_app, name="export")
+
+_state = {"debug": False}
+
+
+class PlanFormat(str, Enum):
+    table = "table"
+    json = "json"
+    yaml = "yaml"
+
+
+class CheckFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+class GraphFormat(str, Enum):
+    tree = "tree"
+    dot = "dot"
+    mermaid = "mermaid"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"flashctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks for errors.", envvar="FLASHCTL_DEBUG")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Declarative service chains for FLASH (Fast Linked AF_XDP Sockets).
+
+    Exit codes: 0 success, 1 failure (backend, I/O), 2 invalid input (chain files, arguments,
+    imported configs), 130 interrupted.
+    """
+    _state["debug"] = debug
+
+
+Files = Annotated[
+    list[str],
+    typer.Argument(help="Chain files, directories of them, or - for standard input."),
+]
+OneFile = Annotated[str, typer.Argument(help="A chain file (or a directory, or -).")]
+
+
+def _load(files: list[str]) -> Loaded:
+    from flashctl.chains.loader import load_sources
+    from flashctl.inputs import read_sources
+
+    return load_sources(read_sources(files))
+
+
+def _print_warnings(loaded: Loaded) -> None:
+    for warning in loaded.warnings:
+        typer.echo(warning.render(), err=True)
+
+
+def _dump(data: Any, fmt: str) -> None:
+    if fmt == "yaml":
+        import yaml
+
+        typer.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), nl=False)
+    else:
+        typer.echo(json.dumps(data, indent=2))
+
+
+@app.command()
+def validate(
+    files: Files,
+    strict: Annotated[bool, typer.Option(help="Treat warnings as errors.")] = False,
+    output: Annotated[CheckFormat, typer.Option("-o", "--output")] = CheckFormat.text,
+) -> None:
+    """Check chain files: syntax, fields, references, cycles, queues, limits."""
+    loaded = _load(files)
+    if output is CheckFormat.json:
+        from flashctl.serialize import validation_data
+
+        _dump(validation_data(loaded), "json")
+    else:
+        _print_warnings(loaded)
+        for item in loaded.chains:
+            spec = item.chain.spec
+            sockets = sum(nf.thread_count for nf in spec.nfs.values())
+            typer.echo(
+                f"ok: {item.source}: chain {item.chain.name!r} "
+                f"({len(spec.nfs)} NFs, {sockets} sockets, {len(spec.links)} links)"
+            )
+    if strict and loaded.warnings:
+        raise InputError(f"{len(loaded.warnings)} warning(s) and --strict was given")
+
+
+@app.command()
+def plan(
+    file: OneFile,
+    output: Annotated[PlanFormat, typer.Option("-o", "--output")] = PlanFormat.table,
+    chain: Annotated[str | None, typer.Option(help="Only this chain of the file.")] = None,
+) -> None:
+    """Show the socket rules a chain compiles to (with projected flash-ids)."""
+    from flashctl.chains.planner import plan as make_plan
+    from flashctl.chains.planner import projected_inventory
+
+    loaded = _load([file])
+    _print_warnings(loaded)
+    chains = _select(loaded, chain)
+    taken: set[int] = set()
+    plans = []
+    for item in chains:
+        inventory = projected_inventory(item.chain, taken)
+        taken.update(s.flash_id for s in inventory.sockets)
+        plans.append(make_plan(item.chain, inventory))
+    if output is PlanFormat.table:
+        from flashctl.views import print_plans
+
+        print_plans(plans)
+    else:
+        from flashctl.serialize import plans_data
+
+        _dump(plans_data(plans), output.value)
+
+
+def _select(loaded: Loaded, name: str | None) -> list[Any]:
+    if name is None:
+        return list(loaded.chains)
+    chosen = [c for c in loaded.chains if c.chain.name == name]
+    if not chosen:
+        names = ", ".join(c.chain.name for c in loaded.chains)
+        raise InputError(f"no chain named {name!r} in the input", f"chains found: {names}")
+    return chosen
+
+
+@app.command()
+def graph(
+    file: OneFile,
+    format: Annotated[GraphFormat, typer.Option("--format", "-f")] = GraphFormat.tree,
+    chain: Annotated[str | None, typer.Option(help="Only this chain of the file.")] = None,
+) -> None:
+    """Draw a chain: a tree in the terminal, or Graphviz dot / Mermaid text."""
+    from flashctl import views
+
+    loaded = _load([file])
+    _print_warnings(loaded)
+    for item in _select(loaded, chain):
+        if format is GraphFormat.tree:
+            views.print_tree(item.chain)
+        elif format is GraphFormat.dot:
+            typer.echo(views.dot(item.chain), nl=False)
+        else:
+            typer.echo(views.mermaid(item.chain), nl=False)
+
+
+@app.command()
+def schema(
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write to a file instead of stdout.")
+    ] = None,
+) -> None:
+    """Print the JSON Schema of chain files (for editors and CI)."""
+    from flashctl.chains.spec import json_schema
+
+    text = json.dumps(json_schema(), indent=2) + "\n"
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        _write(output, text)
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise FlashctlError(f"{path}: cannot write: {exc.strerror}", "check the path") from None
+
+
+@import_app.command("flash-json")
+def import_flash_json(
+    config: Annotated[Path, typer.Argument(help="A FLASH monitor JSON config.")],
+    name: Annotated[str | None, typer.Option(help="Chain name (default: the file's stem).")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output")] = None,
+) -> None:
+    """Turn a FLASH monitor config (umem[], nf[], thread[], route) into a chain file."""
+    import yaml
+
+    from flashctl.chains.flashjson import import_flash_json as convert
+
+    data = _read_json(config)
+    chain_name = name or _dns_label(config.stem)
+    converted = convert(data, name=chain_name)
+    for warning in converted.warnings:
+        typer.echo(f"{config}: warning: {warning}", err=True)
+    text = yaml.safe_dump(converted.document, sort_keys=False)
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        _write(output, text)
+
+
+def _dns_label(stem: str) -> str:
+    label = "".join(c if c.isalnum() else "-" for c in stem.lower()).strip("-")
+    return label[:63].strip("-") or "chain"
+
+
+def _read_json(path: Path) -> Any:
+    from flashctl.errors import ChainError, Diagnostic, Position
+    from flashctl.inputs import read_sources
+
+    ((source, text),) = read_sources([str(path)])
+
+    def bad(message: str, line: int = 0, column: int = 0) -> ChainError:
+        hint = "a FLASH monitor config is a JSON object with umem[] and route"
+        return ChainError([Diagnostic("error", (), message, hint, Position(source, line, column))])
+
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise bad(f"invalid JSON: {exc.msg[0].lower()}{exc.msg[1:]}", exc.lineno, exc.colno) from None
+    except RecursionError:
+        raise bad("invalid JSON: nested too deeply") from None
+
+
+@export_app.command("flash-json")
+def export_flash_json(
+    file: OneFile,
+    chain: Annotated[str | None, typer.Option(help="Only this chain of the file.")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output")] = None,
+) -> None:
+    """Write a chain as a FLASH monitor JSON config (warning where meanings differ)."""
+    from flashctl.chains.flashjson import export_flash_json as convert
+
+    loaded = _load([file])
+    chosen = _select(loaded, chain)
+    if len(chosen) != 1:
+        names = ", ".join(c.chain.name for c in chosen)
+        raise InputError(f"{file} holds {len(chosen)} chains", f"pick one with --chain: {names}")
+    converted = convert(chosen[0].chain)
+    for warning in converted.warnings:
+        typer.echo(f"{file}: warning: {warning}", err=True)
+    text = json.dumps(converted.document, indent=2) + "\n"
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        _write(output, text)
+
+
+def _fail(error: FlashctlError) -> NoReturn:
+    lines = error.lines()
+    for line in lines:
+        typer.echo(line, err=True)
+    if error.hint and len(lines) == 1:
+        typer.echo(f"hint: {error.hint}", err=True)
+    sys.exit(int(error.exit_code))
+
+
+def main() -> None:
+    """Console-script entry point: run the app, turn errors into one-line messages."""
+    try:
+        app()
+    except FlashctlError as error:
+        if _state["debug"]:
+            raise
+        _fail(error)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(int(ExitCode.INTERRUPTED))
+    except Exception as error:  # noqa: BLE001 - the last line of defence for users
+        if _state["debug"]:
+            raise
+        typer.echo(
+            f"error: internal error: {type(error).__name__}: {error} "
+            "(rerun with --debug and report it)",
+            err=True,
+        )
+        sys.exit(int(ExitCode.FAILURE))
