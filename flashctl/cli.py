@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -27,6 +27,10 @@ app = typer.Typer(
     help="Declarative service chains for FLASH (Fast Linked AF_XDP Sockets).",
     rich_markup_mode=None,  # rich help rendering costs ~70 ms of imports per invocation
     pretty_exceptions_enable=False,
+    epilog=(
+        "Exit codes: 0 success, 1 failure (backend, I/O), 2 invalid input "
+        "(chain files, arguments, imported configs), 130 interrupted."
+    ),
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -38,18 +42,18 @@ app.add_typer(export_app, name="export")
 _state = {"debug": False}
 
 
-class PlanFormat(str, Enum):
+class PlanFormat(StrEnum):
     table = "table"
     json = "json"
     yaml = "yaml"
 
 
-class CheckFormat(str, Enum):
+class CheckFormat(StrEnum):
     text = "text"
     json = "json"
 
 
-class GraphFormat(str, Enum):
+class GraphFormat(StrEnum):
     tree = "tree"
     dot = "dot"
     mermaid = "mermaid"
@@ -71,19 +75,22 @@ def _main(
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = False,
 ) -> None:
-    """Declarative service chains for FLASH (Fast Linked AF_XDP Sockets).
-
-    Exit codes: 0 success, 1 failure (backend, I/O), 2 invalid input (chain files, arguments,
-    imported configs), 130 interrupted.
-    """
+    """Declarative service chains for FLASH (Fast Linked AF_XDP Sockets)."""
     _state["debug"] = debug
 
 
 Files = Annotated[
     list[str],
-    typer.Argument(help="Chain files, directories of them, or - for standard input."),
+    typer.Argument(
+        help="Chain files, directories of them, or - for standard input.", metavar="FILE..."
+    ),
 ]
-OneFile = Annotated[str, typer.Argument(help="A chain file (or a directory, or -).")]
+OneFile = Annotated[
+    str, typer.Argument(help="A chain file (or a directory, or -).", metavar="FILE")
+]
+ChainOption = Annotated[
+    str | None, typer.Option("--chain", help="Only this chain of the file.", metavar="NAME")
+]
 
 
 def _load(files: list[str]) -> Loaded:
@@ -114,29 +121,51 @@ def validate(
     output: Annotated[CheckFormat, typer.Option("-o", "--output")] = CheckFormat.text,
 ) -> None:
     """Check chain files: syntax, fields, references, cycles, queues, limits."""
-    loaded = _load(files)
     if output is CheckFormat.json:
-        from flashctl.serialize import validation_data
-
-        _dump(validation_data(loaded), "json")
-    else:
-        _print_warnings(loaded)
-        for item in loaded.chains:
-            spec = item.chain.spec
-            sockets = sum(nf.thread_count for nf in spec.nfs.values())
-            typer.echo(
-                f"ok: {item.source}: chain {item.chain.name!r} "
-                f"({len(spec.nfs)} NFs, {sockets} sockets, {len(spec.links)} links)"
-            )
+        _validate_json(files, strict)
+        return
+    loaded = _load(files)
+    _print_warnings(loaded)
+    for item in loaded.chains:
+        spec = item.chain.spec
+        sockets = sum(nf.thread_count for nf in spec.nfs.values())
+        typer.echo(
+            f"ok: {item.source}: chain {item.chain.name!r} "
+            f"({len(spec.nfs)} NFs, {sockets} sockets, {len(spec.links)} links)"
+        )
     if strict and loaded.warnings:
-        raise InputError(f"{len(loaded.warnings)} warning(s) and --strict was given")
+        raise InputError(
+            f"{len(loaded.warnings)} warning(s) and --strict was given", "fix the warnings above"
+        )
+
+
+def _validate_json(files: list[str], strict: bool) -> None:
+    """`validate -o json`: the result on stdout whether or not the files are valid."""
+    from flashctl.errors import ChainError
+    from flashctl.serialize import diagnostic_data, envelope, validation_data
+
+    try:
+        loaded = _load(files)
+    except ChainError as error:
+        problems = [diagnostic_data(d) for d in error.diagnostics]
+        errors = [p for p in problems if p["severity"] == "error"]
+        warnings = [p for p in problems if p["severity"] != "error"]
+        data = envelope("ValidationResult", valid=False, errors=errors, warnings=warnings)
+        _dump(data, "json")
+        raise typer.Exit(int(ExitCode.INVALID)) from None
+    data = validation_data(loaded)
+    data["valid"] = not (strict and loaded.warnings)
+    data["errors"] = []
+    _dump(data, "json")
+    if not data["valid"]:
+        raise typer.Exit(int(ExitCode.INVALID))
 
 
 @app.command()
 def plan(
     file: OneFile,
     output: Annotated[PlanFormat, typer.Option("-o", "--output")] = PlanFormat.table,
-    chain: Annotated[str | None, typer.Option(help="Only this chain of the file.")] = None,
+    chain: ChainOption = None,
 ) -> None:
     """Show the socket rules a chain compiles to (with projected flash-ids)."""
     from flashctl.chains.planner import plan as make_plan
@@ -175,7 +204,7 @@ def _select(loaded: Loaded, name: str | None) -> list[Any]:
 def graph(
     file: OneFile,
     format: Annotated[GraphFormat, typer.Option("--format", "-f")] = GraphFormat.tree,
-    chain: Annotated[str | None, typer.Option(help="Only this chain of the file.")] = None,
+    chain: ChainOption = None,
 ) -> None:
     """Draw a chain: a tree in the terminal, or Graphviz dot / Mermaid text."""
     from flashctl import views
@@ -194,7 +223,8 @@ def graph(
 @app.command()
 def schema(
     output: Annotated[
-        Path | None, typer.Option("-o", "--output", help="Write to a file instead of stdout.")
+        Path | None,
+        typer.Option("-o", "--output", help="Write to a file instead of stdout.", metavar="FILE"),
     ] = None,
 ) -> None:
     """Print the JSON Schema of chain files (for editors and CI)."""
@@ -216,9 +246,12 @@ def _write(path: Path, text: str) -> None:
 
 @import_app.command("flash-json")
 def import_flash_json(
-    config: Annotated[Path, typer.Argument(help="A FLASH monitor JSON config.")],
-    name: Annotated[str | None, typer.Option(help="Chain name (default: the file's stem).")] = None,
-    output: Annotated[Path | None, typer.Option("-o", "--output")] = None,
+    config: Annotated[Path, typer.Argument(help="A FLASH monitor JSON config.", metavar="CONFIG")],
+    name: Annotated[
+        str | None,
+        typer.Option(help="Chain name (default: the file's stem).", metavar="NAME"),
+    ] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", metavar="FILE")] = None,
 ) -> None:
     """Turn a FLASH monitor config (umem[], nf[], thread[], route) into a chain file."""
     import yaml
@@ -255,7 +288,9 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise bad(f"invalid JSON: {exc.msg[0].lower()}{exc.msg[1:]}", exc.lineno, exc.colno) from None
+        raise bad(
+            f"invalid JSON: {exc.msg[0].lower()}{exc.msg[1:]}", exc.lineno, exc.colno
+        ) from None
     except RecursionError:
         raise bad("invalid JSON: nested too deeply") from None
 
@@ -263,8 +298,8 @@ def _read_json(path: Path) -> Any:
 @export_app.command("flash-json")
 def export_flash_json(
     file: OneFile,
-    chain: Annotated[str | None, typer.Option(help="Only this chain of the file.")] = None,
-    output: Annotated[Path | None, typer.Option("-o", "--output")] = None,
+    chain: ChainOption = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", metavar="FILE")] = None,
 ) -> None:
     """Write a chain as a FLASH monitor JSON config (warning where meanings differ)."""
     from flashctl.chains.flashjson import export_flash_json as convert
@@ -284,27 +319,29 @@ def export_flash_json(
         _write(output, text)
 
 
-def _fail(error: FlashctlError) -> NoReturn:
+def _report(error: FlashctlError) -> int:
     lines = error.lines()
     for line in lines:
         typer.echo(line, err=True)
     if error.hint and len(lines) == 1:
         typer.echo(f"hint: {error.hint}", err=True)
-    sys.exit(int(error.exit_code))
+    return int(error.exit_code)
 
 
-def main() -> None:
-    """Console-script entry point: run the app, turn errors into one-line messages."""
+def run(argv: list[str]) -> int:
+    """Run one command line; return its exit code (errors already printed)."""
     try:
-        app()
+        app(args=argv, prog_name="flashctl")
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
     except FlashctlError as error:
         if _state["debug"]:
             raise
-        _fail(error)
+        return _report(error)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
-        sys.exit(int(ExitCode.INTERRUPTED))
-    except Exception as error:  # noqa: BLE001 - the last line of defence for users
+        return int(ExitCode.INTERRUPTED)
+    except Exception as error:  # the last line of defence for users
         if _state["debug"]:
             raise
         typer.echo(
@@ -312,4 +349,10 @@ def main() -> None:
             "(rerun with --debug and report it)",
             err=True,
         )
-        sys.exit(int(ExitCode.FAILURE))
+        return int(ExitCode.FAILURE)
+    return 0
+
+
+def main() -> NoReturn:
+    """Console-script entry point."""
+    sys.exit(run(sys.argv[1:]))

@@ -44,18 +44,32 @@ def decode(data: bytes, source: str) -> str:
     nul = data.find(b"\0")
     if nul >= 0:
         line, col = _line_col(data, nul)
-        raise ChainError([Diagnostic(
-            "error", (), "binary data (a NUL byte), not a YAML chain file",
-            "pass a .yaml chain file", Position(source, line, col),
-        )])
+        raise ChainError(
+            [
+                Diagnostic(
+                    "error",
+                    (),
+                    "binary data (a NUL byte), not a YAML chain file",
+                    "pass a .yaml chain file",
+                    Position(source, line, col),
+                )
+            ]
+        )
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line, col = _line_col(data, exc.start)
-        raise ChainError([Diagnostic(
-            "error", (), f"not UTF-8 text (byte 0x{data[exc.start]:02x})",
-            "save the file as UTF-8", Position(source, line, col),
-        )]) from None
+        raise ChainError(
+            [
+                Diagnostic(
+                    "error",
+                    (),
+                    f"not UTF-8 text (byte 0x{data[exc.start]:02x})",
+                    "save the file as UTF-8",
+                    Position(source, line, col),
+                )
+            ]
+        ) from None
 
 
 def _read_bounded(path: Path, limit: int) -> bytes:
@@ -75,15 +89,13 @@ def _expand(name: str) -> tuple[list[Path], list[Diagnostic]]:
         return [], [_problem(name, f"cannot open: {exc.strerror}", None)]
     if stat.S_ISDIR(info.st_mode):
         try:
-            found = sorted(
-                p for p in path.iterdir() if p.suffix in CHAIN_SUFFIXES and p.is_file()
-            )
+            found = sorted(p for p in path.iterdir() if p.suffix in CHAIN_SUFFIXES and p.is_file())
         except OSError as exc:
             return [], [_problem(name, f"cannot list directory: {exc.strerror}", None)]
         if not found:
-            return [], [_problem(
-                name, "directory holds no chain files", "chain files end in .yaml or .yml"
-            )]
+            return [], [
+                _problem(name, "directory holds no chain files", "chain files end in .yaml or .yml")
+            ]
         return found, []
     return [path], []
 
@@ -100,8 +112,11 @@ def _read_one(path: Path, limit: int) -> tuple[str, str] | Diagnostic:
         return _problem(source, f"cannot read: {exc.strerror}", None)
     if len(data) > limit:
         return Diagnostic(
-            "error", (), f"larger than {limit >> 20} MiB; chain files are small",
-            "check the path", Position(source, 1, 1),
+            "error",
+            (),
+            f"larger than {limit >> 20} MiB; chain files are small",
+            "check the path",
+            Position(source, 1, 1),
         )
     try:
         return source, decode(data, source)

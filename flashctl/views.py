@@ -36,7 +36,9 @@ def _describe_nf(chain: Chain, name: str) -> str:
 def _entry_label(entry: IndexEntry) -> str:
     if entry.count == 0:
         return f"{entry.output} -> [cyan]nic[/] (egress, next = -1)"
-    span = f"{entry.first}" if entry.count == 1 else f"{entry.first}-{entry.first + entry.count - 1}"
+    span = (
+        f"{entry.first}" if entry.count == 1 else f"{entry.first}-{entry.first + entry.count - 1}"
+    )
     return f"{entry.output} [dim]\\[index {span}, {entry.mapping}][/] ->"
 
 
@@ -106,11 +108,13 @@ def dot(chain: Chain) -> str:
 def mermaid(chain: Chain) -> str:
     lines = ["flowchart LR", "  nic_in((nic))", "  nic_out((nic))"]
     for name in chain.spec.nfs:
-        lines.append(f'  {name}["{name} ×{chain.spec.nfs[name].thread_count}"]')
+        lines.append(f'  {name}["{name} x{chain.spec.nfs[name].thread_count}"]')
     for source, target, label, mode in _edges(chain):
         arrow = "-.->" if mode == "copy" else "-->"
         text = " ".join(p for p in (label, mode) if p)
-        lines.append(f"  {source} {arrow}|{text}| {target}" if text else f"  {source} {arrow} {target}")
+        lines.append(
+            f"  {source} {arrow}|{text}| {target}" if text else f"  {source} {arrow} {target}"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -147,9 +151,13 @@ def _next_text(plan: Plan, rule: object) -> str:
     if rule.next is None:
         return f"[yellow]pending[/]: {rule.reason}"
     if not rule.next:
-        return "-1 [dim](transmits to the NIC)[/]" if rule.socket.nf in plan.topology.egress else "-1"
+        return (
+            "-1 [dim](transmits to the NIC)[/]" if rule.socket.nf in plan.topology.egress else "-1"
+        )
     parts = []
-    for index, (flash_id, target, mode) in enumerate(zip(rule.next, rule.targets, rule.modes)):
+    for index, (flash_id, target, mode) in enumerate(
+        zip(rule.next, rule.targets, rule.modes, strict=True)
+    ):
         parts.append(f"{index}:{target}#{flash_id} [dim]{mode}[/]")
     return "  ".join(parts)
 

@@ -23,6 +23,11 @@ Import rules (monitor JSON -> chain document):
 - umem entry `umem_id: K` -> UMEM group `umemK`; nf `nf_id: N` -> NF `nfN`, its threads'
   queues in list order, its interface the entry's `ifname` (hoisted to `spec.interface`
   when every entry shares it or when the caller names a default).
+- `xdp_flags` d/s/h -> `xdp: native/skb/hw`, `bind_flags` z/c -> `bind: zerocopy/copy` (both
+  always written); `mode` ""/b/p/m -> `mode: wakeup/busy/poll/no-wakeup` with `poll_timeout`
+  -> `pollTimeout`, `custom_xsk` -> `customXdp`, `frags_enabled` -> `frags`, `umem_scale` ->
+  `scale`: each written only when it differs from the default, so documents stay minimal.
+- `nf_ip` -> `address` unless it is the placeholder 0.0.0.0, `nf_port` -> `port` unless 0.
 - `route["N"] = [A, B]` -> outputs `to_nfA`, `to_nfB` of `nfN` in that order (a target
   listed twice gets `to_nfA_2`, ...), each linked to its NF; an empty route -> a link
   `{from: nfN, to: nic}`; an NF that no route reaches -> `{from: nic, to: nfN}`.
@@ -37,8 +42,9 @@ Export rules (chain -> monitor JSON):
   the flash-ids the kernel hands out when single-threaded NFs bind in that order on a host
   with no other AF_XDP socket (flash-ids start at 0: hence 0-based).
 - `xdp: auto` -> "d" (native); `bind: auto` -> "z" (zero-copy), or "c" over skb XDP, since the
-  monitor has no fallback. `mode` is "" (need-wakeup, the AF_XDP default), `custom_xsk` and
-  `frags_enabled` are false, `nf_ip`/`nf_port` are placeholders: flashctl has no such fields.
+  monitor has no fallback. `mode`, `pollTimeout`, `customXdp`, `frags` and `scale` map back
+  one to one (an NF in no group gets their defaults). An NF without `address` gets nf_ip
+  "0.0.0.0", without `port` nf_port 0: the placeholders import reads back as "none".
 
 Pure: data in, data out; no file I/O.
 """
@@ -61,10 +67,13 @@ from flashctl.errors import InputError, format_path
 _XDP_FLAGS = {"d": "native", "s": "skb", "h": "hardware offload"}
 _BIND_FLAGS = {"z": "zero-copy", "c": "copy"}
 _MODES = {"": "need-wakeup", "b": "busy poll", "p": "poll with poll_timeout", "m": "no need-wakeup"}
-_XDP_TO_SPEC = {"d": "native", "s": "skb"}  # "h" has no flashctl equivalent
+_XDP_TO_SPEC = {"d": "native", "s": "skb", "h": "hw"}
 _BIND_TO_SPEC = {"z": "zerocopy", "c": "copy"}
-_XDP_FROM_SPEC = {"native": "d", "skb": "s"}
-_BIND_FROM_SPEC = {"zerocopy": "z", "copy": "c"}
+_MODE_TO_SPEC = {"": "wakeup", "b": "busy", "p": "poll", "m": "no-wakeup"}
+_XDP_FROM_SPEC = {spec: flag for flag, spec in _XDP_TO_SPEC.items()}
+_BIND_FROM_SPEC = {spec: flag for flag, spec in _BIND_TO_SPEC.items()}
+_MODE_FROM_SPEC = {spec: flag for flag, spec in _MODE_TO_SPEC.items()}
+_POLL = "p"
 
 _TOP_FIELDS = ("umem", "route")
 _UMEM_FIELDS = (
@@ -376,7 +385,7 @@ def _parse_umem(value: object, path: str, problems: list[str]) -> _UmemEntry | N
     bind = reader.choice("bind_flags", _BIND_FLAGS)
     mode = reader.choice("mode", _MODES)
     poll_timeout = reader.optional_integer("poll_timeout", 0, _MAX_POLL_TIMEOUT)
-    if mode == "p" and "poll_timeout" not in obj:
+    if mode == _POLL and "poll_timeout" not in obj:
         problems.append(f"{reader.at('poll_timeout')}: required field is missing (mode 'p')")
     custom_xsk = reader.boolean("custom_xsk")
     frags = reader.boolean("frags_enabled")
@@ -559,15 +568,23 @@ def _document(config: _Config, name: str, interface: str | None) -> dict[str, An
 
 
 def _umem_group(entry: _UmemEntry) -> dict[str, Any]:
+    # Reading succeeded, so the flags and the mode are valid; keys follow spec.Umem's order.
     group: dict[str, Any] = {
         "name": f"umem{entry.umem_id}",
         "nfs": [nf.name for nf in entry.nfs],
         "bind": _BIND_TO_SPEC[entry.bind or "z"],
+        "xdp": _XDP_TO_SPEC[entry.xdp or "d"],
     }
-    if entry.xdp in _XDP_TO_SPEC:
-        group["xdp"] = _XDP_TO_SPEC[entry.xdp]
     if entry.scale is not None and entry.scale != 1:
         group["scale"] = entry.scale
+    if entry.mode:
+        group["mode"] = _MODE_TO_SPEC[entry.mode]
+    if entry.mode == _POLL:
+        group["pollTimeout"] = entry.poll_timeout
+    if entry.custom_xsk:
+        group["customXdp"] = True
+    if entry.frags:
+        group["frags"] = True
     return group
 
 
@@ -581,6 +598,10 @@ def _nf_document(
     targets = config.targets(nf)
     if targets:
         document["outputs"] = _output_names(targets)
+    if nf.ip != PLACEHOLDER_IP:
+        document["address"] = nf.ip
+    if nf.port != PLACEHOLDER_PORT:
+        document["port"] = nf.port
     return document
 
 
@@ -621,7 +642,6 @@ def _import_warnings(config: _Config) -> list[str]:
     warnings: list[str] = []
     for entry in config.umems:
         warnings.extend(_dropped_umem_fields(entry))
-    warnings.extend(_dropped_addresses(config))
     warnings.extend(
         _queue_wraps((thread.path, thread.queue) for _, nf in config.nfs() for thread in nf.threads)
     )
@@ -649,37 +669,14 @@ def _import_warnings(config: _Config) -> list[str]:
 
 
 def _dropped_umem_fields(entry: _UmemEntry) -> list[str]:
-    dropped: list[str] = []
-    if entry.xdp == "h":
-        dropped.append(
-            f"dropped: {entry.path}.xdp_flags 'h' (hardware offload): flashctl has no such "
-            "XDP mode; the group uses xdp: auto"
-        )
-    if entry.mode:
-        dropped.append(
-            f"dropped: {entry.path}.mode {entry.mode!r} ({_MODES[entry.mode]}): flashctl has "
-            "no per-UMEM poll mode"
-        )
-    if entry.poll_timeout is not None:
-        dropped.append(
-            f"dropped: {entry.path}.poll_timeout {entry.poll_timeout}: flashctl has no "
-            "per-UMEM poll mode"
-        )
-    if entry.custom_xsk:
-        dropped.append(
-            f"dropped: {entry.path}.custom_xsk true: flashctl loads its own XDP redirect program"
-        )
-    if entry.frags:
-        dropped.append(
-            f"dropped: {entry.path}.frags_enabled true: flashctl has no multi-buffer (frags) "
-            "setting"
-        )
-    return dropped
-
-
-def _dropped_addresses(config: _Config) -> list[str]:
-    ids = ", ".join(str(nf.nf_id) for _, nf in config.nfs())
-    return [f"dropped: nf_ip and nf_port of nf {ids}: flashctl has no per-NF address"]
+    # A chain document has `pollTimeout` only with `mode: poll`, as the monitor reads it.
+    if entry.poll_timeout is None or entry.mode == _POLL:
+        return []
+    mode = entry.mode or ""
+    return [
+        f"dropped: {entry.path}.poll_timeout {entry.poll_timeout}: it goes with mode 'p' "
+        f"(poll), not mode {mode!r} ({_MODES[mode]})"
+    ]
 
 
 def _queue_wraps(queues: Iterable[tuple[str, int]]) -> list[str]:
@@ -723,7 +720,7 @@ class _Export:
 def export_flash_json(chain: Chain) -> Converted:
     """Write `chain` as a monitor config, with a warning for everything the monitor will do
     differently from flashctl. Raises FlashJsonError when the chain cannot be written at all
-    (an NF without queues or interface, unknown NF names, skb XDP with zero-copy binds).
+    (an NF without queues or interface, unknown NF names).
     """
     problems = _export_problems(chain)
     if problems:
@@ -747,11 +744,6 @@ def _export_problems(chain: Chain) -> list[str]:
         for position, member in enumerate(group.nfs):
             if member not in spec.nfs:
                 problems.append(f"spec.umems[{index}].nfs[{position}]: unknown NF {member!r}")
-        if group.xdp == "skb" and group.bind == "zerocopy":
-            problems.append(
-                f"spec.umems[{index}]: bind zerocopy needs native XDP, got xdp skb; "
-                "the monitor rejects this pair"
-            )
     for index, link in enumerate(spec.links):
         for field, endpoint in (("from", link.source_nf), ("to", link.to)):
             if endpoint != NIC and endpoint not in spec.nfs:
@@ -806,27 +798,31 @@ def _flags(group: Umem | None) -> tuple[str, str]:
 
 def _umem_json(plan: _Export, index: int) -> dict[str, Any]:
     entry = plan.entries[index]
+    group = entry.group if entry.group is not None else Umem(name="private", nfs=list(entry.nfs))
     xdp, bind = _flags(entry.group)
-    return {
+    data: dict[str, Any] = {
         "umem_id": index,
         "ifname": plan.chain.interface_of(entry.nfs[0]),
         "xdp_flags": xdp,
         "bind_flags": bind,
-        "mode": "",
-        "custom_xsk": False,
-        "frags_enabled": False,
-        "umem_scale": entry.group.scale if entry.group is not None else 1,
-        "nf": [_nf_json(plan, name) for name in entry.nfs],
+        "mode": _MODE_FROM_SPEC[group.mode],
     }
+    if group.poll_timeout is not None:
+        data["poll_timeout"] = group.poll_timeout
+    data["custom_xsk"] = group.custom_xdp
+    data["frags_enabled"] = group.frags
+    data["umem_scale"] = group.scale
+    data["nf"] = [_nf_json(plan, name) for name in entry.nfs]
+    return data
 
 
 def _nf_json(plan: _Export, name: str) -> dict[str, Any]:
-    queues = plan.chain.spec.nfs[name].queues or []
+    nf = plan.chain.spec.nfs[name]
     return {
         "nf_id": plan.ids[name],
-        "nf_ip": PLACEHOLDER_IP,
-        "nf_port": PLACEHOLDER_PORT,
-        "thread": [{"thread_id": t, "queue": q} for t, q in enumerate(queues)],
+        "nf_ip": str(nf.address) if nf.address is not None else PLACEHOLDER_IP,
+        "nf_port": nf.port if nf.port is not None else PLACEHOLDER_PORT,
+        "thread": [{"thread_id": t, "queue": q} for t, q in enumerate(nf.queues or [])],
     }
 
 
@@ -844,10 +840,6 @@ def _export_warnings(plan: _Export) -> list[str]:
         warnings.extend(_nf_warnings(plan, name))
     for index, link in enumerate(plan.chain.spec.links):
         warnings.extend(_link_warnings(plan, index, link))
-    warnings.append(
-        f"nf_ip, nf_port: flashctl has no per-NF address; wrote {PLACEHOLDER_IP!r} and "
-        f"{PLACEHOLDER_PORT} for every NF"
-    )
     warnings.extend(_dropped_spec_fields(plan.chain))
     return warnings
 

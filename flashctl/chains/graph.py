@@ -122,7 +122,9 @@ def check_across(
     `labels` name the documents in messages (the loader passes `file:line`); without them a
     document is named by its 1-based position in `chains` ("document 1").
     """
-    names = list(labels) if labels is not None else [f"document {i + 1}" for i in range(len(chains))]
+    names = (
+        list(labels) if labels is not None else [f"document {i + 1}" for i in range(len(chains))]
+    )
     found: list[tuple[int, Diagnostic]] = []
     first_named: dict[str, int] = {}
     owners: dict[tuple[str, int], tuple[int, SocketKey]] = {}

@@ -138,7 +138,11 @@ def _translate(error: ErrorDetails) -> tuple[Path, str, str | None, bool]:
         return loc, f"{_show(loc[-1])} {words[0]}", words[1], True
     field = loc[-1] if loc else "document"
     if kind == "missing":
-        hint = f"start the document with `apiVersion: {API_VERSION}`" if field == "apiVersion" else None
+        hint = (
+            f"start the document with `apiVersion: {API_VERSION}`"
+            if field == "apiVersion"
+            else None
+        )
         return loc, f"missing required field {field!r}", hint, False
     if kind == "extra_forbidden":
         allowed = fields_at(loc[:-1])

@@ -258,7 +258,9 @@ def _events(text: str, source: str) -> Iterator[Any]:
         raise _error(source, where, f"invalid YAML: {problem}") from None
     except yaml.reader.ReaderError as exc:
         raise _error(
-            source, (1, 1), f"invalid YAML: {exc.reason} (character at offset {exc.position})",
+            source,
+            (1, 1),
+            f"invalid YAML: {exc.reason} (character at offset {exc.position})",
             "is this a text file?",
         ) from None
     except yaml.YAMLError as exc:
@@ -276,7 +278,9 @@ def parse_documents(text: str, source: str, limits: Limits = Limits()) -> list[D
     """
     if len(text) > limits.max_bytes:
         raise _error(
-            source, (1, 1), f"the file is larger than {_amount(limits.max_bytes)}",
+            source,
+            (1, 1),
+            f"the file is larger than {_amount(limits.max_bytes)}",
             "chain files are small; split it or check the path",
         )
     documents: list[Document] = []
@@ -284,8 +288,11 @@ def parse_documents(text: str, source: str, limits: Limits = Limits()) -> list[D
     for event in _events(text, source):
         if isinstance(event, yaml.DocumentStartEvent):
             if len(documents) >= limits.max_documents:
-                raise _error(source, _loc(event.start_mark),
-                             f"more than {limits.max_documents:,} documents in one file")
+                raise _error(
+                    source,
+                    _loc(event.start_mark),
+                    f"more than {limits.max_documents:,} documents in one file",
+                )
             builder = _Builder(source, len(documents), _loc(event.start_mark), limits)
         elif isinstance(event, yaml.DocumentEndEvent):
             if builder is not None and builder.done and builder.doc.data is not None:

@@ -11,6 +11,7 @@ snake_case. The JSON Schema (`flashctl schema`) is generated from these models.
 from __future__ import annotations
 
 from functools import cached_property
+from ipaddress import IPv4Address
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -160,6 +161,10 @@ class NF(Model):
         description="named outputs; position = index in the next list (options >> 16)",
     )
     match: Match | None = None
+    address: IPv4Address | None = Field(
+        default=None, description="the NF's own IPv4 address (handed to NFs that ask for it)"
+    )
+    port: int | None = Field(default=None, ge=0, le=65535, description="the NF's own port")
     sim: NFSim = Field(default_factory=NFSim)
 
     @model_validator(mode="after")
@@ -196,10 +201,32 @@ class Umem(Model):
     bind: Literal["auto", "zerocopy", "copy"] = Field(
         default="auto", description="AF_XDP bind mode (XDP_ZEROCOPY / XDP_COPY)"
     )
-    xdp: Literal["auto", "native", "skb"] = Field(
-        default="auto", description="XDP attach mode of the redirect program"
+    xdp: Literal["auto", "native", "skb", "hw"] = Field(
+        default="auto", description="XDP attach mode of the redirect program (hw: offload)"
     )
     scale: int = Field(default=1, ge=1, le=64, description="ring and frame multiplier")
+    mode: Literal["wakeup", "busy", "poll", "no-wakeup"] = Field(
+        default="wakeup",
+        description=(
+            "how the NFs drive their sockets: need-wakeup kicks, busy polling, poll() with "
+            "`pollTimeout`, or kicks without need-wakeup (FLASH monitor mode '', b, p, m)"
+        ),
+    )
+    poll_timeout: int | None = Field(
+        default=None, ge=0, alias="pollTimeout", description="poll() timeout in ms (mode: poll)"
+    )
+    custom_xdp: bool = Field(
+        default=False, alias="customXdp", description="the NFs load their own XDP program"
+    )
+    frags: bool = Field(default=False, description="multi-buffer (XDP frags) packets")
+
+    @model_validator(mode="after")
+    def _poll_timeout(self) -> Umem:
+        if (self.mode == "poll") != (self.poll_timeout is not None):
+            raise ValueError("`pollTimeout` goes with `mode: poll`, and poll needs `pollTimeout`")
+        if self.xdp == "skb" and self.bind == "zerocopy":
+            raise ValueError("`bind: zerocopy` needs a driver-mode attach; `xdp: skb` is copy-only")
+        return self
 
 
 class Link(Model):

@@ -138,12 +138,17 @@ def expand(chain: Chain) -> Topology:
             for thread in range(nf.thread_count):
                 for offset, target in enumerate(target_threads(link, thread, count)):
                     hops.append(
-                        Hop(SocketKey(name, thread), first + offset, output,
-                            SocketKey(link.to, target), mode)
+                        Hop(
+                            SocketKey(name, thread),
+                            first + offset,
+                            output,
+                            SocketKey(link.to, target),
+                            mode,
+                        )
                     )
             first += width
         index_table[name] = tuple(entries)
 
     hops.sort(key=lambda h: (h.source, h.index))
-    ingress = tuple(dict.fromkeys(l.to for l in spec.links if l.source == NIC and l.to != NIC))
+    ingress = tuple(dict.fromkeys(k.to for k in spec.links if k.source == NIC and k.to != NIC))
     return Topology(tuple(sockets), tuple(hops), index_table, ingress, frozenset(egress))

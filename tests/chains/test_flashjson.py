@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from pydantic import ValidationError
+
 from flashctl.chains.flashjson import FlashJsonError, export_flash_json, import_flash_json
 from flashctl.chains.spec import Chain
 from flashctl.errors import ExitCode, InputError
@@ -26,7 +28,6 @@ EXPORT_FLASH_IDS = (
     "flash-ids; that is right only if the sockets bind in nf-id order on a host with no other "
     "AF_XDP socket"
 )
-PLACEHOLDERS = "nf_ip, nf_port: flashctl has no per-NF address; wrote '0.0.0.0' and 0 for every NF"
 FLASH_ID_HINT = (
     "route keys and values are nf ids; if this file numbers sockets (flash-ids, counted "
     "thread by thread) instead, rewrite each number as the nf_id of the NF it meant"
@@ -43,10 +44,6 @@ def threads_warning(nf_id: int, threads: int) -> str:
         f"NF (to flash-id {nf_id}): {OTHER_SOCKETS}; flashctl writes one per thread (affine: "
         "thread i to thread i mod n of the target)"
     )
-
-
-def addresses(ids: str) -> str:
-    return f"dropped: nf_ip and nf_port of nf {ids}: flashctl has no per-NF address"
 
 
 def load(name: str) -> dict[str, Any]:
@@ -80,10 +77,10 @@ IMPORTS = [
         {
             "interface": "veth-flash0",
             "umems": [{"name": "umem0", "nfs": ["nf0"], "bind": "copy", "xdp": "skb"}],
-            "nfs": {"nf0": {"queues": [3]}},
+            "nfs": {"nf0": {"queues": [3], "address": "10.20.0.1", "port": 7000}},
             "links": [{"from": "nic", "to": "nf0"}, {"from": "nf0", "to": "nic"}],
         },
-        [addresses("0")],
+        [],
         id="single",
     ),
     pytest.param(
@@ -93,14 +90,22 @@ IMPORTS = [
             "umems": [
                 {"name": "umem0", "nfs": ["nf0", "nf1"], "bind": "zerocopy", "xdp": "native"}
             ],
-            "nfs": {"nf0": {"queues": [0], "outputs": ["to_nf1"]}, "nf1": {"queues": [1]}},
+            "nfs": {
+                "nf0": {
+                    "queues": [0],
+                    "outputs": ["to_nf1"],
+                    "address": "172.16.5.10",
+                    "port": 9100,
+                },
+                "nf1": {"queues": [1], "address": "172.16.5.11", "port": 9100},
+            },
             "links": [
                 {"from": "nic", "to": "nf0"},
                 {"from": "nf0.to_nf1", "to": "nf1"},
                 {"from": "nf1", "to": "nic"},
             ],
         },
-        [addresses("0, 1"), ROUTE_FLASH_IDS],
+        [ROUTE_FLASH_IDS],
         id="pair",
     ),
     pytest.param(
@@ -114,12 +119,19 @@ IMPORTS = [
                     "bind": "zerocopy",
                     "xdp": "native",
                     "scale": 4,
+                    "mode": "no-wakeup",
                 }
             ],
             "nfs": {
-                "nf0": {"queues": [4, 5], "outputs": ["to_nf1", "to_nf2"]},
-                "nf1": {"queues": [6], "outputs": ["to_nf3"]},
-                "nf2": {"queues": [7], "outputs": ["to_nf3"]},
+                # nf_ip 0.0.0.0 and nf_port 0 are the monitor's placeholders: no address
+                "nf0": {
+                    "queues": [4, 5],
+                    "outputs": ["to_nf1", "to_nf2"],
+                    "address": "198.51.100.1",
+                    "port": 4789,
+                },
+                "nf1": {"queues": [6], "outputs": ["to_nf3"], "address": "198.51.100.2"},
+                "nf2": {"queues": [7], "outputs": ["to_nf3"], "port": 4789},
                 "nf3": {"queues": [8]},
             },
             "links": [
@@ -131,12 +143,7 @@ IMPORTS = [
                 {"from": "nf3", "to": "nic"},
             ],
         },
-        [
-            "dropped: umem[0].mode 'm' (no need-wakeup): flashctl has no per-UMEM poll mode",
-            addresses("0, 1, 2, 3"),
-            ROUTE_FLASH_IDS,
-            threads_warning(0, 2),
-        ],
+        [ROUTE_FLASH_IDS, threads_warning(0, 2)],
         id="diamond",
     ),
     pytest.param(
@@ -149,14 +156,47 @@ IMPORTS = [
                     "bind": "zerocopy",
                     "xdp": "native",
                     "scale": 2,
+                    "mode": "busy",
                 },
-                {"name": "umem1", "nfs": ["nf2", "nf3"], "bind": "copy", "xdp": "skb"},
+                {
+                    "name": "umem1",
+                    "nfs": ["nf2", "nf3"],
+                    "bind": "copy",
+                    "xdp": "skb",
+                    "mode": "poll",
+                    "pollTimeout": 250,
+                    "customXdp": True,
+                    "frags": True,
+                },
             ],
             "nfs": {
-                "nf0": {"interface": "ens2f0", "queues": [0, 1], "outputs": ["to_nf1"]},
-                "nf1": {"interface": "ens2f0", "queues": [2], "outputs": ["to_nf2", "to_nf3"]},
-                "nf2": {"interface": "ens2f1", "queues": [0]},
-                "nf3": {"interface": "ens2f1", "queues": [1, 2], "outputs": ["to_nf2"]},
+                "nf0": {
+                    "interface": "ens2f0",
+                    "queues": [0, 1],
+                    "outputs": ["to_nf1"],
+                    "address": "203.0.113.7",
+                    "port": 5353,
+                },
+                "nf1": {
+                    "interface": "ens2f0",
+                    "queues": [2],
+                    "outputs": ["to_nf2", "to_nf3"],
+                    "address": "203.0.113.8",
+                    "port": 5353,
+                },
+                "nf2": {
+                    "interface": "ens2f1",
+                    "queues": [0],
+                    "address": "203.0.113.9",
+                    "port": 6000,
+                },
+                "nf3": {
+                    "interface": "ens2f1",
+                    "queues": [1, 2],
+                    "outputs": ["to_nf2"],
+                    "address": "203.0.113.10",
+                    "port": 6000,
+                },
             },
             "links": [
                 {"from": "nic", "to": "nf0"},
@@ -168,13 +208,6 @@ IMPORTS = [
             ],
         },
         [
-            "dropped: umem[0].mode 'b' (busy poll): flashctl has no per-UMEM poll mode",
-            "dropped: umem[1].mode 'p' (poll with poll_timeout): flashctl has no per-UMEM "
-            "poll mode",
-            "dropped: umem[1].poll_timeout 250: flashctl has no per-UMEM poll mode",
-            "dropped: umem[1].custom_xsk true: flashctl loads its own XDP redirect program",
-            "dropped: umem[1].frags_enabled true: flashctl has no multi-buffer (frags) setting",
-            addresses("0, 1, 2, 3"),
             ROUTE_FLASH_IDS,
             "umem[1]: the monitor's `load route` writes the routes of the first umem entry only, "
             "not those of nf 3; flashctl applies them",
@@ -200,8 +233,24 @@ def test_import_keeps_a_pleasant_key_order() -> None:
 
     assert list(document) == ["apiVersion", "kind", "metadata", "spec"]
     assert list(document["spec"]) == ["umems", "nfs", "links"]
-    assert list(document["spec"]["umems"][0]) == ["name", "nfs", "bind", "xdp", "scale"]
-    assert list(document["spec"]["nfs"]["nf1"]) == ["interface", "queues", "outputs"]
+    assert list(document["spec"]["umems"][0]) == ["name", "nfs", "bind", "xdp", "scale", "mode"]
+    assert list(document["spec"]["umems"][1]) == [
+        "name",
+        "nfs",
+        "bind",
+        "xdp",
+        "mode",
+        "pollTimeout",
+        "customXdp",
+        "frags",
+    ]
+    assert list(document["spec"]["nfs"]["nf1"]) == [
+        "interface",
+        "queues",
+        "outputs",
+        "address",
+        "port",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -248,20 +297,55 @@ def test_import_repeated_route_target_gets_numbered_outputs() -> None:
     assert {"from": "nf0.to_nf1_2", "to": "nf1"} in spec["links"]
 
 
-def test_import_hardware_xdp_and_wide_queue_warn() -> None:
-    config = edited(
-        "single", (("umem", 0, "xdp_flags"), "h"), (("umem", 0, "nf", 0, "thread", 0, "queue"), 300)
-    )
+def test_import_hardware_xdp() -> None:
+    config = edited("pair", (("umem", 0, "xdp_flags"), "h"))
 
     result = import_flash_json(config, name="x")
 
-    assert "xdp" not in result.document["spec"]["umems"][0]  # auto, the default
+    assert result.document["spec"]["umems"][0]["xdp"] == "hw"
+    assert list(result.warnings) == [ROUTE_FLASH_IDS]
+
+
+def test_import_wide_queue_warns() -> None:
+    config = edited("single", (("umem", 0, "nf", 0, "thread", 0, "queue"), 300))
+
+    result = import_flash_json(config, name="x")
+
+    assert result.document["spec"]["nfs"]["nf0"]["queues"] == [300]
     assert list(result.warnings) == [
-        "dropped: umem[0].xdp_flags 'h' (hardware offload): flashctl has no such XDP mode; "
-        "the group uses xdp: auto",
-        addresses("0"),
         "umem[0].nf[0].thread[0]: the monitor keeps only the low 8 bits of queue 300 "
         "(it would bind queue 44)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("mode", "fields"),
+    [
+        pytest.param("", {}, id="need-wakeup"),
+        pytest.param("b", {"mode": "busy"}, id="busy"),
+        pytest.param("p", {"mode": "poll", "pollTimeout": 0}, id="poll"),
+        pytest.param("m", {"mode": "no-wakeup"}, id="no-need-wakeup"),
+    ],
+)
+def test_import_modes(mode: str, fields: dict[str, Any]) -> None:
+    config = edited("single", (("umem", 0, "mode"), mode), (("umem", 0, "poll_timeout"), 0))
+
+    result = import_flash_json(config, name="x")
+
+    group = result.document["spec"]["umems"][0]
+    assert {k: v for k, v in group.items() if k in ("mode", "pollTimeout")} == fields
+    Chain.model_validate(result.document)
+
+
+def test_import_drops_a_poll_timeout_without_poll_mode() -> None:
+    config = edited("single", (("umem", 0, "mode"), "b"), (("umem", 0, "poll_timeout"), 100))
+
+    result = import_flash_json(config, name="x")
+
+    assert "pollTimeout" not in result.document["spec"]["umems"][0]
+    assert list(result.warnings) == [
+        "dropped: umem[0].poll_timeout 100: it goes with mode 'p' (poll), not mode 'b' "
+        "(busy poll)"
     ]
 
 
@@ -574,34 +658,57 @@ def test_import_rejects_a_bad_chain_name() -> None:
     )
 
 
-# --- round trip: export(import(x)) keeps what both formats express --------------------------
-
-NOT_EXPRESSED_UMEM = ("mode", "poll_timeout", "custom_xsk", "frags_enabled")
-NOT_EXPRESSED_NF = ("nf_ip", "nf_port")
+# --- round trip: export(import(x)) gives x back ---------------------------------------------
 
 
-def expressed(config: dict[str, Any]) -> dict[str, Any]:
-    """The part of a monitor config that a chain document also holds."""
+UMEM_FIELD_ORDER = (
+    "umem_id",
+    "ifname",
+    "xdp_flags",
+    "bind_flags",
+    "mode",
+    "poll_timeout",
+    "custom_xsk",
+    "frags_enabled",
+    "umem_scale",
+    "nf",
+)
+
+
+def as_exported(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` as export writes it: umem fields in the monitor's order, and `umem_scale`
+    written out where it is absent (the monitor assumes 1)."""
     umems = []
     for entry in config["umem"]:
-        kept = {k: v for k, v in entry.items() if k not in NOT_EXPRESSED_UMEM}
-        kept.setdefault("umem_scale", 1)  # what the monitor assumes when it is absent
-        kept["nf"] = [
-            {k: v for k, v in nf.items() if k not in NOT_EXPRESSED_NF} for nf in entry["nf"]
-        ]
-        umems.append(kept)
+        full = {"umem_scale": 1, **entry}
+        umems.append({k: full[k] for k in UMEM_FIELD_ORDER if k in full})
     return {"umem": umems, "route": config["route"]}
 
 
-@pytest.mark.parametrize("fixture", ["single", "pair", "diamond", "two-umems"])
-def test_round_trip(fixture: str) -> None:
-    original = load(fixture)
-    document = import_flash_json(original, name=fixture).document
+ROUND_TRIPS = [
+    pytest.param(load(name), id=name) for name in ("single", "pair", "diamond", "two-umems")
+] + [
+    pytest.param(
+        edited("pair", (("umem", 0, "xdp_flags"), "h"), (("umem", 0, "bind_flags"), "c")),
+        id="hw-copy",
+    ),
+    pytest.param(
+        edited("single", (("umem", 0, "mode"), "p"), (("umem", 0, "poll_timeout"), 0)),
+        id="poll-0",
+    ),
+    pytest.param(
+        edited("single", (("umem", 0, "nf", 0, "nf_ip"), "0.0.0.0")), id="placeholder-ip"
+    ),
+]
+
+
+@pytest.mark.parametrize("original", ROUND_TRIPS)
+def test_round_trip(original: dict[str, Any]) -> None:
+    document = import_flash_json(original, name="x").document
 
     exported = export_flash_json(Chain.model_validate(document)).data
 
-    assert expressed(exported) == expressed(original)
-    assert json.loads(json.dumps(exported)) == exported  # plain JSON data
+    assert json.dumps(exported) == json.dumps(as_exported(original))  # key order too
 
 
 def test_round_trip_of_two_umems_warns_about_the_second() -> None:
@@ -626,14 +733,13 @@ def test_round_trip_of_two_umems_warns_about_the_second() -> None:
         f"{OTHER_SOCKETS} (flashctl writes one rule per thread)",
         f"nf 3 (nf3) has 2 threads but the monitor writes one rule per NF (to flash-id 3): "
         f"{OTHER_SOCKETS} (flashctl writes one rule per thread)",
-        PLACEHOLDERS,
     ]
 
 
-def test_round_trip_of_a_single_nf_has_only_the_placeholder_warning() -> None:
+def test_round_trip_of_a_single_nf_has_no_warning() -> None:
     document = import_flash_json(load("single"), name="x").document
 
-    assert export_flash_json(Chain.model_validate(document)).warnings == (PLACEHOLDERS,)
+    assert export_flash_json(Chain.model_validate(document)).warnings == ()
 
 
 # --- export ---------------------------------------------------------------------------------

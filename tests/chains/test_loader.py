@@ -49,7 +49,8 @@ CASES = [
         "kind: Chain",
         "kind: Chian",
         [
-            "c.yaml:2:7: error: kind: 'Chian' is not allowed; expected 'Chain' (did you mean 'Chain'?)"
+            "c.yaml:2:7: error: kind: 'Chian' is not allowed; expected 'Chain' "
+            "(did you mean 'Chain'?)"
         ],
     ),
     (
@@ -85,8 +86,9 @@ CASES = [
         "outputs: [pass]}",
         "outputs: [pass], colour: red}",
         [
-            "c.yaml:9:43: error: spec.nfs.fw.colour: unknown field 'colour' (allowed here: threads, "
-            "interface, queues, outputs, match, sim)"
+            "c.yaml:9:43: error: spec.nfs.fw.colour: unknown field 'colour' "
+            "(allowed here: threads, "
+            "interface, queues, outputs, match, address, port, sim)"
         ],
     ),
     (
@@ -159,7 +161,8 @@ CASES = [
         "    - {from: fw.pass, to: lb}",
         "    - {from: fw.pas, to: lbb}",
         [
-            "c.yaml:13:14: error: spec.links[1].from: fw has no output 'pas' (did you mean 'pass'?)",
+            "c.yaml:13:14: error: spec.links[1].from: fw has no output 'pas' "
+            "(did you mean 'pass'?)",
             "c.yaml:13:26: error: spec.links[1].to: unknown nf 'lbb' (did you mean 'lb'?)",
         ],
     ),
@@ -200,7 +203,8 @@ CASES = [
         "  links: 7\n  old:\n",
         [
             "c.yaml:11:10: error: spec.links: expected a list, got an integer",
-            "c.yaml:12:3: error: spec.old: unknown field 'old' (allowed here: interface, nfs, links, "
+            "c.yaml:12:3: error: spec.old: unknown field 'old' "
+            "(allowed here: interface, nfs, links, "
             "umems, traffic, sim, txTracking)",
         ],
     ),

@@ -71,7 +71,10 @@ BILLION_LAUGHS = f"a: &a [{LOL}]\n" + "".join(
             "c.yaml:1:4: error: unsupported tag 'tag:yaml.org,2002:python/object:os.system' "
             "(chain files use plain YAML)",
         ),
-        ("a: !custom 1\n", "c.yaml:1:4: error: unsupported tag '!custom' (chain files use plain YAML)"),
+        (
+            "a: !custom 1\n",
+            "c.yaml:1:4: error: unsupported tag '!custom' (chain files use plain YAML)",
+        ),
         (
             "a: &x [1]\nb: *y\n",
             "c.yaml:2:4: error: unknown alias *y (define &name before *name)",
@@ -96,8 +99,17 @@ BILLION_LAUGHS = f"a: &a [{LOL}]\n" + "".join(
             "(aliases (*name) multiply content; a chain file never needs this many)",
         ),
     ],
-    ids=["duplicate", "syntax", "python-tag", "custom-tag", "alias", "complex-key", "control",
-         "deep", "alias-bomb"],
+    ids=[
+        "duplicate",
+        "syntax",
+        "python-tag",
+        "custom-tag",
+        "alias",
+        "complex-key",
+        "control",
+        "deep",
+        "alias-bomb",
+    ],
 )
 def test_malformed_yaml_is_one_located_error(text: str, expected: str) -> None:
     assert _error(text) == expected
