@@ -60,12 +60,20 @@ def test_strict_turns_warnings_into_exit_2(capsys: pytest.CaptureFixture[str]) -
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
-        (b"", "{f}:1:1: error: no chain document in this file (a chain starts with "
-              "`apiVersion: flashctl/v1` and `kind: Chain`)"),
-        (b"\x7fELF\x02\x01\x01\x00\x00", "{f}:1:8: error: binary data (a NUL byte), not a YAML "
-                                        "chain file (pass a .yaml chain file)"),
-        (b"kind: Chain\napi: \xff\xfe\n", "{f}:2:6: error: not UTF-8 text (byte 0xff) "
-                                         "(save the file as UTF-8)"),
+        (
+            b"",
+            "{f}:1:1: error: no chain document in this file (a chain starts with "
+            "`apiVersion: flashctl/v1` and `kind: Chain`)",
+        ),
+        (
+            b"\x7fELF\x02\x01\x01\x00\x00",
+            "{f}:1:8: error: binary data (a NUL byte), not a YAML "
+            "chain file (pass a .yaml chain file)",
+        ),
+        (
+            b"kind: Chain\napi: \xff\xfe\n",
+            "{f}:2:6: error: not UTF-8 text (byte 0xff) (save the file as UTF-8)",
+        ),
         (b"a: [\n", "{f}:2:1: error: invalid YAML: did not find expected node content"),
     ],
     ids=["empty", "binary", "latin1", "syntax"],

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from pydantic import ValidationError
 
 from flashctl.chains.flashjson import FlashJsonError, export_flash_json, import_flash_json
@@ -344,8 +343,7 @@ def test_import_drops_a_poll_timeout_without_poll_mode() -> None:
 
     assert "pollTimeout" not in result.document["spec"]["umems"][0]
     assert list(result.warnings) == [
-        "dropped: umem[0].poll_timeout 100: it goes with mode 'p' (poll), not mode 'b' "
-        "(busy poll)"
+        "dropped: umem[0].poll_timeout 100: it goes with mode 'p' (poll), not mode 'b' (busy poll)"
     ]
 
 
@@ -696,9 +694,7 @@ ROUND_TRIPS = [
         edited("single", (("umem", 0, "mode"), "p"), (("umem", 0, "poll_timeout"), 0)),
         id="poll-0",
     ),
-    pytest.param(
-        edited("single", (("umem", 0, "nf", 0, "nf_ip"), "0.0.0.0")), id="placeholder-ip"
-    ),
+    pytest.param(edited("single", (("umem", 0, "nf", 0, "nf_ip"), "0.0.0.0")), id="placeholder-ip"),
 ]
 
 
@@ -749,12 +745,22 @@ EDGE = chain_document(
     {
         "interface": "eth0",
         "umems": [
-            {"name": "front", "nfs": ["fw", "lb"], "bind": "zerocopy", "xdp": "native", "scale": 2}
+            {
+                "name": "front",
+                "nfs": ["fw", "lb"],
+                "bind": "zerocopy",
+                "xdp": "native",
+                "scale": 2,
+                "mode": "poll",
+                "pollTimeout": 10,
+                "customXdp": True,
+                "frags": True,
+            }
         ],
         "nfs": {
-            "fw": {"queues": [0, 1], "outputs": ["pass", "log"]},
-            "lb": {"queues": [2], "interface": "eth2", "outputs": ["a", "b"]},
-            "web": {"queues": [3, 300], "interface": "eth1"},
+            "fw": {"queues": [0, 1], "outputs": ["pass", "log"], "address": "192.0.2.1"},
+            "lb": {"queues": [2], "interface": "eth2", "outputs": ["a", "b"], "port": 8080},
+            "web": {"queues": [3, 300], "interface": "eth1", "address": "192.0.2.3", "port": 80},
             "db": {"queues": [5], "match": {"procname": "dbd"}},
         },
         "links": [
@@ -787,18 +793,30 @@ def umem_entry(umem_id: int, ifname: str, scale: int, nfs: list[dict[str, Any]])
     }
 
 
-def nf_entry(nf_id: int, *queues: int) -> dict[str, Any]:
+def nf_entry(nf_id: int, *queues: int, ip: str = "0.0.0.0", port: int = 0) -> dict[str, Any]:
     threads = [{"thread_id": t, "queue": q} for t, q in enumerate(queues)]
-    return {"nf_id": nf_id, "nf_ip": "0.0.0.0", "nf_port": 0, "thread": threads}
+    return {"nf_id": nf_id, "nf_ip": ip, "nf_port": port, "thread": threads}
 
 
 def test_export_multi_umem_multi_thread_chain() -> None:
     result = export_flash_json(Chain.model_validate(EDGE))
 
+    front = {
+        "umem_id": 0,
+        "ifname": "eth0",
+        "xdp_flags": "d",
+        "bind_flags": "z",
+        "mode": "p",
+        "poll_timeout": 10,
+        "custom_xsk": True,
+        "frags_enabled": True,
+        "umem_scale": 2,
+        "nf": [nf_entry(0, 0, 1, ip="192.0.2.1"), nf_entry(1, 2, port=8080)],
+    }
     assert result.data == {
         "umem": [
-            umem_entry(0, "eth0", 2, [nf_entry(0, 0, 1), nf_entry(1, 2)]),
-            umem_entry(1, "eth1", 1, [nf_entry(2, 3, 300)]),
+            front,
+            umem_entry(1, "eth1", 1, [nf_entry(2, 3, 300, ip="192.0.2.3", port=80)]),
             umem_entry(2, "eth0", 1, [nf_entry(3, 5)]),
         ],
         "route": {"0": [1], "1": [2, 3], "2": [3], "3": []},
@@ -834,7 +852,6 @@ def test_export_multi_umem_multi_thread_chain() -> None:
         "nf 3 once",
         "spec.links[6] (nic -> db): the monitor has no ingress links (every socket receives from "
         "its queue), and a route also reaches db, so this link is not in the file",
-        PLACEHOLDERS,
         "dropped: spec.nfs.db.match: the monitor creates every socket itself, on the NF's queues",
         "dropped: spec.traffic (simulated backend only)",
         "dropped: spec.txTracking: the monitor does not set it",
@@ -850,6 +867,10 @@ def test_export_multi_umem_multi_thread_chain() -> None:
         ),
         pytest.param(
             "auto", "copy", ("d", "c"), "xdp_flags 'd' (native) for xdp auto", id="auto-xdp"
+        ),
+        pytest.param("hw", "copy", ("h", "c"), None, id="hw"),
+        pytest.param(
+            "hw", "auto", ("h", "z"), "bind_flags 'z' (zero-copy) for bind auto", id="hw-auto-bind"
         ),
     ],
 )
@@ -872,11 +893,48 @@ def test_export_flags(xdp: str, bind: str, flags: tuple[str, str], warning: str 
     assert [w for w in result.warnings if "automatic" in w] == (expected if warning else [])
 
 
+@pytest.mark.parametrize(
+    ("mode", "flag"),
+    [("wakeup", ""), ("busy", "b"), ("no-wakeup", "m")],
+)
+def test_export_modes(mode: str, flag: str) -> None:
+    chain = chain_document(
+        "x",
+        {
+            "interface": "eth0",
+            "umems": [{"name": "u", "nfs": ["a"], "mode": mode}],
+            "nfs": {"a": {"queues": [0]}},
+            "links": [{"from": "nic", "to": "a"}, {"from": "a", "to": "nic"}],
+        },
+    )
+
+    entry = export_flash_json(Chain.model_validate(chain)).data["umem"][0]
+
+    assert entry["mode"] == flag
+    assert "poll_timeout" not in entry
+
+
+def test_skb_zerocopy_is_a_spec_error_not_an_export_one() -> None:
+    # The monitor rejects this pair too; the chain model refuses it before export can run.
+    chain = chain_document(
+        "x",
+        {
+            "interface": "eth0",
+            "umems": [{"name": "u", "nfs": ["a"], "xdp": "skb", "bind": "zerocopy"}],
+            "nfs": {"a": {"queues": [0]}},
+            "links": [{"from": "nic", "to": "a"}, {"from": "a", "to": "nic"}],
+        },
+    )
+
+    with pytest.raises(ValidationError, match="`xdp: skb` is copy-only"):
+        Chain.model_validate(chain)
+
+
 def test_export_refuses_what_the_monitor_cannot_run() -> None:
     chain = chain_document(
         "x",
         {
-            "umems": [{"name": "u", "nfs": ["a", "ghost"], "xdp": "skb", "bind": "zerocopy"}],
+            "umems": [{"name": "u", "nfs": ["a", "ghost"]}],
             "nfs": {"a": {"queues": [0]}, "app": {"match": {"procname": "app"}}},
             "links": [{"from": "a", "to": "app"}, {"from": "app", "to": "nowhere"}],
         },
@@ -887,7 +945,6 @@ def test_export_refuses_what_the_monitor_cannot_run() -> None:
 
     assert caught.value.problems == (
         "spec.umems[0].nfs[1]: unknown NF 'ghost'",
-        "spec.umems[0]: bind zerocopy needs native XDP, got xdp skb; the monitor rejects this pair",
         "spec.links[1].to: unknown NF 'nowhere'",
         "spec.nfs.a: no interface; set spec.interface or spec.nfs.a.interface",
         "spec.nfs.app: no queues; the monitor creates each thread's socket on a listed queue, "

@@ -1,0 +1,1 @@
+"""Where plans take effect: `sim` (simulated FLASH kernel + data plane) and `native`."""
