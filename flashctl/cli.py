@@ -21,6 +21,7 @@ from flashctl.errors import ExitCode, FlashctlError, InputError
 
 if TYPE_CHECKING:
     from flashctl.chains.loader import Loaded
+    from flashctl.client import Client
 
 app = typer.Typer(
     name="flashctl",
@@ -317,6 +318,363 @@ def export_flash_json(
         typer.echo(text, nl=False)
     else:
         _write(output, text)
+
+
+# --- agent-backed commands ----------------------------------------------------------------
+
+agent_app = typer.Typer(help="Run or control the flashctl agent.", no_args_is_help=True)
+sim_app = typer.Typer(
+    help="Control simulated NFs and sockets (simulated backend).", no_args_is_help=True
+)
+app.add_typer(agent_app, name="agent")
+app.add_typer(sim_app, name="sim")
+
+
+class TableFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+def _client(autostart: bool = True) -> Client:
+    from flashctl.client import Client
+    from flashctl.home import resolve_home
+
+    return Client(resolve_home(), autostart=autostart, say=lambda t: typer.echo(t, err=True))
+
+
+def _call(op: str, **args: Any) -> Any:
+    with _client() as client:
+        return client.call(op, **args)
+
+
+def _print(renderable: Any) -> None:
+    from flashctl.agentviews import console
+
+    console().print(renderable)
+
+
+def _sources(files: list[str]) -> list[list[str]]:
+    from flashctl.inputs import read_sources
+
+    return [[name, text] for name, text in read_sources(files)]
+
+
+@app.command()
+def apply(
+    files: Files,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the changes only.")] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait until every socket is bound and in sync.")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds --wait waits.")] = 30.0,
+    message: Annotated[
+        str | None, typer.Option("-m", "--message", help="Recorded with the revision.")
+    ] = None,
+    output: Annotated[TableFormat, typer.Option("-o", "--output")] = TableFormat.table,
+) -> None:
+    """Apply chains: plan, write rules make-before-break, verify, record a revision.
+
+    Exit codes: 0 changed, 3 unchanged, 2 rejected (the running chain is untouched),
+    4 rolled back (a write failed; the previous rules were restored), 5 (--dry-run) changes
+    pending.
+    """
+    with _client() as client:
+        report = client.call("apply", sources=_sources(files), message=message, dryRun=dry_run)
+        if output is TableFormat.json:
+            typer.echo(
+                json.dumps({"apiVersion": "flashctl/v1", "kind": "ApplyReport", **report}, indent=2)
+            )
+        else:
+            from flashctl.agentviews import apply_report
+
+            _print(apply_report(report))
+        if wait and not dry_run:
+            _wait_in_sync(client, [c["chain"] for c in report["chains"]], timeout)
+    if dry_run:
+        raise typer.Exit(int(ExitCode.PENDING if report["changed"] else ExitCode.UNCHANGED))
+    if not report["changed"]:
+        raise typer.Exit(int(ExitCode.UNCHANGED))
+
+
+def _wait_in_sync(client: Client, chains: list[str], timeout: float) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        status = client.call("status")
+        states = {c["name"]: c["state"] for c in status["chains"] if c["name"] in chains}
+        if all(states.get(name) == "in-sync" for name in chains):
+            typer.echo(f"in sync: {', '.join(chains)}", err=True)
+            return
+        if time.monotonic() > deadline:
+            waiting = ", ".join(
+                f"{n} ({states.get(n, 'missing')})" for n in chains if states.get(n) != "in-sync"
+            )
+            raise FlashctlError(
+                f"not in sync after {timeout:g} s: {waiting}", "see `flashctl status`"
+            )
+        time.sleep(0.1)
+
+
+@app.command()
+def diff(files: Files) -> None:
+    """Show the rule writes an apply would make (exit 3: none, 5: some)."""
+    with _client() as client:
+        report = client.call("apply", sources=_sources(files), dryRun=True)
+    from flashctl.agentviews import apply_report
+
+    _print(apply_report(report))
+    raise typer.Exit(int(ExitCode.PENDING if report["changed"] else ExitCode.UNCHANGED))
+
+
+@app.command()
+def delete(
+    targets: Annotated[
+        list[str], typer.Argument(help="Chain names, or chain files.", metavar="CHAIN|FILE...")
+    ],
+) -> None:
+    """Remove chains: upstream rules are cleared first, then downstream ones."""
+    import os.path
+
+    files = [t for t in targets if t == "-" or os.path.exists(t)]
+    names = [t for t in targets if t not in files]
+    with _client() as client:
+        results = client.call("delete", chains=names, sources=_sources(files) if files else [])
+    from flashctl.agentviews import write_lines
+
+    for result in results:
+        typer.echo(f"deleted {result['chain']} ({len(result['writes'])} rules cleared)")
+        for line in write_lines(result["writes"]):
+            _print(line)
+        for label in result["stopped"]:
+            typer.echo(f"sim: stopped {label}")
+
+
+@app.command()
+def status(
+    chain: Annotated[str | None, typer.Argument(help="Only this chain.", metavar="CHAIN")] = None,
+    output: Annotated[TableFormat, typer.Option("-o", "--output")] = TableFormat.table,
+    watch: Annotated[bool, typer.Option("-w", "--watch", help="Refresh every second.")] = False,
+) -> None:
+    """Per chain, NF and socket: flash-id, next list, in sync / drifted / pending / orphaned."""
+    from flashctl.agentviews import status_view
+
+    with _client() as client:
+        if output is TableFormat.json:
+            data = client.call("status", chain=chain)
+            typer.echo(
+                json.dumps({"apiVersion": "flashctl/v1", "kind": "Status", **data}, indent=2)
+            )
+            return
+        if not watch:
+            _print(status_view(client.call("status", chain=chain)))
+            return
+        import time
+
+        from rich.live import Live
+
+        from flashctl.agentviews import console
+
+        with Live(console=console(), auto_refresh=False) as live:
+            while True:
+                live.update(status_view(client.call("status", chain=chain)), refresh=True)
+                time.sleep(1.0)
+
+
+@app.command()
+def history(
+    chain: Annotated[str, typer.Argument(metavar="CHAIN")],
+    output: Annotated[TableFormat, typer.Option("-o", "--output")] = TableFormat.table,
+) -> None:
+    """Every applied revision of a chain: who, when, hash, state, message."""
+    revisions = _call("history", chain=chain)
+    if not revisions:
+        raise InputError(f"no revisions of chain {chain!r}", "see `flashctl status`")
+    if output is TableFormat.json:
+        typer.echo(
+            json.dumps(
+                {"apiVersion": "flashctl/v1", "kind": "History", "items": revisions}, indent=2
+            )
+        )
+        return
+    from flashctl.agentviews import history_table
+
+    _print(history_table(chain, revisions))
+
+
+@app.command()
+def rollback(
+    chain: Annotated[str, typer.Argument(metavar="CHAIN")],
+    to: Annotated[
+        int | None,
+        typer.Option("--to", help="Revision (default: the previous one).", metavar="REV"),
+    ] = None,
+) -> None:
+    """Re-apply an earlier revision of a chain (as a new revision)."""
+    from flashctl.agentviews import apply_report
+
+    report = _call("rollback", chain=chain, to=to)
+    _print(apply_report(report))
+    if not report["changed"]:
+        raise typer.Exit(int(ExitCode.UNCHANGED))
+
+
+@app.command()
+def events(
+    watch: Annotated[bool, typer.Option("-w", "--watch", help="Follow new events.")] = False,
+    chain: ChainOption = None,
+    limit: Annotated[int, typer.Option(help="How many recent events.")] = 50,
+    output: Annotated[TableFormat, typer.Option("-o", "--output")] = TableFormat.table,
+) -> None:
+    """The agent's event log: applies, rule writes, socket churn, errors."""
+    from flashctl.agentviews import event_line
+
+    with _client() as client:
+        last = client.call("events", chain=chain, limit=1_000_000)
+        shown = last[-limit:] if limit > 0 else []
+        for event in shown:
+            typer.echo(json.dumps(event) if output is TableFormat.json else event_line(event))
+        if watch:
+            after = last[-1]["id"] if last else 0
+            for event in client.stream("events", chain=chain, after=after):
+                typer.echo(json.dumps(event) if output is TableFormat.json else event_line(event))
+
+
+@agent_app.command("run")
+def agent_run(
+    backend: Annotated[str, typer.Option(help="sim (default) or native.")] = "sim",
+) -> None:
+    """Run the agent in the foreground (for systemd; see examples/flashctl-agent.service)."""
+    from flashctl.agent import run_agent
+    from flashctl.home import resolve_home
+
+    run_agent(resolve_home(), backend)
+
+
+@agent_app.command("start")
+def agent_start(
+    backend: Annotated[str, typer.Option(help="sim (default) or native.")] = "sim",
+) -> None:
+    """Start an agent in the background (CLI commands also start one when needed)."""
+    from flashctl.client import start_agent
+    from flashctl.home import lock_holder, resolve_home
+
+    home = resolve_home()
+    holder = lock_holder(home)
+    if holder is not None:
+        typer.echo(f"agent already running (pid {holder}, {home.root})")
+        return
+    pid = start_agent(home, backend)
+    typer.echo(f"started agent (pid {pid}, {backend} backend, {home.root})")
+
+
+@agent_app.command("stop")
+def agent_stop(
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for it to exit.")] = 10.0,
+) -> None:
+    """Stop the agent. Rules stay in the kernel; a new agent takes them over."""
+    import time
+
+    from flashctl.home import lock_holder, resolve_home
+
+    home = resolve_home()
+    if lock_holder(home) is None:
+        typer.echo(f"no agent is running for {home.root}")
+        return
+    with _client(autostart=False) as client:
+        pid = client.call("agent", action="stop")["pid"]
+    deadline = time.monotonic() + timeout
+    while lock_holder(home) is not None:
+        if time.monotonic() > deadline:
+            raise FlashctlError(
+                f"the agent (pid {pid}) did not stop within {timeout:g} s", f"kill {pid}"
+            )
+        time.sleep(0.02)
+    typer.echo(f"stopped agent (pid {pid})")
+
+
+@agent_app.command("status")
+def agent_status(
+    output: Annotated[TableFormat, typer.Option("-o", "--output")] = TableFormat.table,
+) -> None:
+    """Is an agent running; its pid, version, backend, uptime and chains."""
+    from flashctl.home import lock_holder, resolve_home
+
+    home = resolve_home()
+    if lock_holder(home) is None:
+        raise FlashctlError(
+            f"no agent is running for {home.root}", "start one: `flashctl agent start`"
+        )
+    with _client(autostart=False) as client:
+        info = client.call("agent", action="status")
+    if output is TableFormat.json:
+        typer.echo(
+            json.dumps({"apiVersion": "flashctl/v1", "kind": "AgentStatus", **info}, indent=2)
+        )
+        return
+    chains = ", ".join(info["chains"]) or "none"
+    typer.echo(
+        f"agent pid {info['pid']}, flashctl {info['version']}, {info['backend']} backend "
+        f"({info['variant']}), home {info['home']}, up {info['uptime']:.0f} s, chains: {chains}"
+    )
+
+
+NFArgument = Annotated[str, typer.Argument(help="The NF's name in its chain.", metavar="NF")]
+
+
+def _sim(action: str, **args: Any) -> Any:
+    return _call("sim", action=action, **args)
+
+
+@sim_app.command("list")
+def sim_list() -> None:
+    """The simulated processes: NFs of applied chains and other AF_XDP users."""
+    from flashctl.agentviews import sim_table
+
+    _print(sim_table(_sim("list")))
+
+
+def _sim_nf(action: str, nf: str, chain: str | None, past: str) -> None:
+    process = _sim(action, nf=nf, chain=chain)
+    ids = " ".join(map(str, process["sockets"])) or "none"
+    typer.echo(f"{past} {process['chain']}/{process['nf']} (pid {process['pid']}, flash-ids {ids})")
+
+
+@sim_app.command("start")
+def sim_start(nf: NFArgument, chain: ChainOption = None) -> None:
+    """Start a stopped simulated NF (it binds its sockets again, with new flash-ids)."""
+    _sim_nf("start", nf, chain, "started")
+
+
+@sim_app.command("stop")
+def sim_stop(nf: NFArgument, chain: ChainOption = None) -> None:
+    """Stop a simulated NF gracefully: rules pointing at it are cleared first."""
+    _sim_nf("stop", nf, chain, "stopped")
+
+
+@sim_app.command("restart")
+def sim_restart(nf: NFArgument, chain: ChainOption = None) -> None:
+    """Restart a simulated NF: its flash-ids change; the agent re-points upstream rules."""
+    _sim_nf("restart", nf, chain, "restarted")
+
+
+@sim_app.command("kill")
+def sim_kill(nf: NFArgument, chain: ChainOption = None) -> None:
+    """Kill a simulated NF abruptly (no cleanup): the crash case the agent must repair."""
+    _sim_nf("kill", nf, chain, "killed")
+
+
+@sim_app.command("add-socket")
+def sim_add_socket(
+    interface: Annotated[str, typer.Option(help="Interface name.")] = "eth0",
+    queue: Annotated[int, typer.Option(help="Queue id.")] = 0,
+    procname: Annotated[str, typer.Option(help="Process name.")] = "xdpsock",
+) -> None:
+    """Bind a socket of another (non-chain) AF_XDP user: it takes a flash-id too."""
+    process = _sim("add-socket", interface=interface, queue=queue, procname=procname)
+    typer.echo(
+        f"pid {process['pid']} '{process['procname']}' holds flash-id {process['sockets'][0]}"
+    )
 
 
 def _report(error: FlashctlError) -> int:

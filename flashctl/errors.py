@@ -16,7 +16,10 @@ class ExitCode(IntEnum):
 
     OK = 0
     FAILURE = 1  # a runtime failure: backend, agent, I/O that is not the user's input
-    INVALID = 2  # bad input: chain files, CLI arguments, imported configs
+    INVALID = 2  # bad input: chain files, CLI arguments, imported configs; apply: rejected
+    UNCHANGED = 3  # apply / diff: nothing to change, the host already matches
+    ROLLED_BACK = 4  # apply: a write failed and the previous rules were restored
+    PENDING = 5  # diff / apply --dry-run: changes would be made
     INTERRUPTED = 130
 
 

@@ -86,6 +86,24 @@ def diff(plan: Plan, observed: Rules) -> Changes:
     return Changes(_ordered(needed, plan, observed), plan.pending)
 
 
+def teardown(plan: Plan, observed: Rules, only: Iterable[int] | None = None) -> Changes:
+    """The writes that clear every rule the plan owns (or the `only` ids), upstream first.
+
+    Used to delete a chain, and before stopping an NF (clear what points at it) so that no
+    rule is left aimed at an id the kernel will hand to the next socket that binds.
+    """
+    wanted = plan.owned_ids if only is None else frozenset(only) & plan.owned_ids
+    writes = []
+    for flash_id in sorted(wanted):
+        old = _observed(observed, flash_id)
+        rule = plan.rule_for(flash_id)
+        if not old or rule is None:
+            continue
+        reason = f"{rule.socket}: clear next (was {_format_old(plan, old)}): removing"
+        writes.append(Write(flash_id, rule.socket, old, (), "redirect-gap", reason))
+    return Changes(_ordered(writes, plan, observed), ())
+
+
 def apply_changes(observed: Rules, changes: Changes) -> dict[int, tuple[int, ...]]:
     """The rules after performing `changes` on `observed`: a pure model of the writes."""
     after = {flash_id: tuple(ids) for flash_id, ids in observed.items()}

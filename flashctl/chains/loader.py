@@ -156,9 +156,8 @@ def _translate(error: ErrorDetails) -> tuple[Path, str, str | None, bool]:
         hint = _suggest(str(value), options) if isinstance(value, str) else None
         return loc, f"{_show(value)} is not allowed; expected {expected}", hint, False
     if kind == "string_pattern_mismatch":
-        words = _PATTERN_WORDS.get(str(ctx.get("pattern")))
-        if words is None:
-            words = _ENDPOINT_WORDS if field == "from" else _IDENT_WORDS
+        default = _ENDPOINT_WORDS if field == "from" else _IDENT_WORDS
+        words = _PATTERN_WORDS.get(str(ctx.get("pattern")), default)
         return loc, f"{_show(value)} {words[0]}", words[1], False
     return loc, _generic_message(kind, value, ctx, error["msg"]), None, False
 

@@ -55,6 +55,7 @@ class Document:
     index: int
     data: Any
     start: Location
+    text: str = ""  # this document's own text (a file may hold several)
     values: dict[Path, Location] = field(default_factory=dict)
     keys: dict[Path, Location] = field(default_factory=dict)
 
@@ -183,7 +184,7 @@ class _Builder:
     def resolve(self, event: Any, where: Location) -> Any:
         tag = event.tag
         if tag in (None, "!"):
-            tag = _RESOLVER.resolve(yaml.ScalarNode, event.value, event.implicit)
+            tag = _RESOLVER.resolve(yaml.ScalarNode, event.value, event.implicit)  # type: ignore[no-untyped-call]
         if tag not in _ALLOWED_TAGS:
             raise self.fail(where, f"unsupported tag {event.tag!r}", "chain files use plain YAML")
         if tag == "tag:yaml.org,2002:merge":
@@ -267,6 +268,10 @@ def _events(text: str, source: str) -> Iterator[Any]:
         raise _error(source, (1, 1), f"invalid YAML: {exc}") from None
 
 
+def _index(mark: Any) -> int:
+    return int(mark.index) if mark is not None else 0
+
+
 def _amount(size: int) -> str:
     return f"{size >> 20} MiB" if size >= 1 << 20 else f"{size} bytes"
 
@@ -285,6 +290,7 @@ def parse_documents(text: str, source: str, limits: Limits = Limits()) -> list[D
         )
     documents: list[Document] = []
     builder: _Builder | None = None
+    begin = 0  # a document's text runs from the previous one's end: its leading comments too
     for event in _events(text, source):
         if isinstance(event, yaml.DocumentStartEvent):
             if len(documents) >= limits.max_documents:
@@ -296,7 +302,9 @@ def parse_documents(text: str, source: str, limits: Limits = Limits()) -> list[D
             builder = _Builder(source, len(documents), _loc(event.start_mark), limits)
         elif isinstance(event, yaml.DocumentEndEvent):
             if builder is not None and builder.done and builder.doc.data is not None:
+                builder.doc.text = text[begin : _index(event.end_mark)]
                 documents.append(builder.doc)
+            begin = _index(event.end_mark)
             builder = None
         elif builder is None:
             continue

@@ -1,0 +1,137 @@
+"""Helpers shared by the benchmark scripts: statistics, machine facts, RESULTS.md sections.
+
+Not a benchmark itself. The scripts import it as a sibling module (`python benchmarks/x.py`
+puts this directory first on `sys.path`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import platform
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+RESULTS = BENCH_DIR / "RESULTS.md"
+RESULTS_HEADER = """# Benchmark results
+
+Figures recorded by the scripts in this directory (`python benchmarks/<name>.py --record`
+replaces that script's section below). Each section names its machine, date, command and
+the git state it measured: numbers from different sections are not comparable unless those
+match. The machine is shared and noisy; every figure is a median (or p90) of interleaved
+repetitions, and the floors measured in the same run are the fair yardstick.
+"""
+PACKAGES = ("pydantic", "pydantic_core", "networkx", "PyYAML", "typer", "click")
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile (p90 of 20 values is the 18th smallest)."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f}"
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def _cpu_model() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return platform.processor() or "unknown"
+    found = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
+    return found.group(1).strip() if found else "unknown"
+
+
+def _git_state() -> str:
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--", "flashctl")
+    digest = hashlib.sha1(usedforsecurity=False)
+    for path in sorted((REPO / "flashctl").rglob("*.py")):
+        digest.update(path.relative_to(REPO).as_posix().encode() + b"\0" + path.read_bytes())
+    changes = " + uncommitted changes in flashctl/" if dirty else ""
+    return f"{commit}{changes} (sources sha1 {digest.hexdigest()[:12]}: flashctl/**/*.py)"
+
+
+def _versions() -> str:
+    found = []
+    for name in PACKAGES:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return ", ".join(found)
+
+
+def machine_lines() -> list[str]:
+    """Markdown bullet lines describing where and when the figures were taken."""
+    nproc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    date = datetime.now(UTC).strftime("%a %b %d %H:%M:%S UTC %Y")
+    return [
+        f"- machine: {nproc} cores (nproc), {_cpu_model()}, "
+        f"kernel {platform.release()}, load average {load} at start",
+        f"- python: {platform.python_version()} ({sys.executable})",
+        f"- packages: {_versions()}",
+        f"- flashctl: git {_git_state()}",
+        f"- date: {date}",
+    ]
+
+
+def command_line() -> str:
+    """The command that reproduces this run, as typed from the repository root."""
+    script = Path(sys.argv[0]).resolve()
+    try:
+        shown = str(script.relative_to(REPO))
+    except ValueError:
+        shown = str(script)
+    return shlex.join(["python", shown, *sys.argv[1:]])
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A markdown table; the first column is left-aligned, the others right-aligned."""
+    align = [":---"] + ["---:"] * (len(header) - 1)
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _markers(name: str) -> tuple[str, str]:
+    return f"<!-- begin {name} -->", f"<!-- end {name} -->"
+
+
+def record(name: str, section: str) -> Path:
+    """Replace the section `name` of RESULTS.md (or append it), keeping every other section."""
+    begin, end = _markers(name)
+    block = f"{begin}\n{section.rstrip()}\n{end}\n"
+    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else RESULTS_HEADER
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end) + r"\n?", re.DOTALL)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block, text, count=1)
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    RESULTS.write_text(text, encoding="utf-8")
+    return RESULTS

@@ -1,0 +1,441 @@
+"""The agent: owns the backend, the state store and the reconcile loop; serves the CLI.
+
+One asyncio loop, one Engine. Requests that change state (apply, delete, rollback, simulator
+controls) and reconcile passes take the same lock, so concurrent applies are serialised and
+a reconcile pass never interleaves with an apply. Backend operations are short and
+synchronous; they run on the loop.
+
+The Unix socket is created with mode 0600 inside a 0700 directory: the socket's permissions
+decide who may talk to the agent. A lock file held for the agent's lifetime (flock) tells a
+second agent, and a client finding a socket file with nobody behind it, what is going on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pwd
+import signal
+import socket
+import struct
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from flashctl import __version__
+from flashctl.backends.base import Backend
+from flashctl.engine import ApplyReport, Engine, Prepare
+from flashctl.errors import ExitCode, FlashctlError
+from flashctl.home import AgentLock, Home
+from flashctl.protocol import (
+    MAX_LINE,
+    PROTOCOL_VERSION,
+    ProtocolError,
+    decode,
+    encode,
+    error_body,
+    hello,
+)
+from flashctl.store import Store
+
+MAX_CONNECTIONS = 64
+HELLO_TIMEOUT = 5.0
+RECONCILE_INTERVAL = 1.0
+WATCH_INTERVAL = 0.1
+
+Handler = Callable[[dict[str, Any], "Peer"], Awaitable[Any]]
+
+
+class Peer:
+    """Who is on the other end of a connection (SO_PEERCRED)."""
+
+    def __init__(self, sock: socket.socket | None) -> None:
+        self.pid = self.uid = -1
+        if sock is not None:
+            raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            self.pid, self.uid, _gid = struct.unpack("3i", raw)
+
+    @property
+    def who(self) -> str:
+        try:
+            user = pwd.getpwuid(self.uid).pw_name
+        except KeyError:
+            user = f"uid {self.uid}"
+        return f"{user} (pid {self.pid})"
+
+
+def make_backend(name: str, home: Home) -> tuple[Backend, Prepare | None]:
+    if name == "sim":
+        from flashctl.backends.sim import SimBackend, SimHost
+
+        backend = SimBackend(SimHost.load(home.sim_kernel))
+        return backend, backend.ensure_nfs
+    raise FlashctlError(f"unknown backend {name!r}", "use --backend sim")
+
+
+def error_reply(exc: FlashctlError) -> dict[str, Any]:
+    code = {
+        ExitCode.INVALID: "invalid",
+        ExitCode.ROLLED_BACK: "rolled-back",
+    }.get(exc.exit_code, "failed")
+    return error_body(code, exc.message, exc.hint, lines=exc.lines(), exit=int(exc.exit_code))
+
+
+class Agent:
+    def __init__(
+        self,
+        home: Home,
+        backend: str = "sim",
+        *,
+        reconcile_interval: float = RECONCILE_INTERVAL,
+    ) -> None:
+        self.home = home
+        self.backend_name = backend
+        self.reconcile_interval = reconcile_interval
+        self.started = time.time()
+        self.lock = asyncio.Lock()
+        self.wake = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self.connections = 0
+        self.engine: Engine
+        self.store: Store
+        self.handlers: dict[str, Handler] = {
+            "status": self.op_status,
+            "apply": self.op_apply,
+            "delete": self.op_delete,
+            "history": self.op_history,
+            "rollback": self.op_rollback,
+            "events": self.op_events,
+            "sim": self.op_sim,
+            "agent": self.op_agent,
+        }
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self.home.ensure()
+        self.home.check_socket_path()
+        agent_lock = AgentLock(self.home)
+        agent_lock.acquire()
+        try:
+            await self._run()
+        finally:
+            agent_lock.release()
+
+    async def _run(self) -> None:
+        self.store = Store.open(self.home.store)
+        try:
+            backend, prepare = make_backend(self.backend_name, self.home)
+            self.engine = Engine(backend, self.store, prepare=prepare)
+            self.engine.load_active()
+            loop = asyncio.get_running_loop()
+            backend.subscribe(lambda: self._wake_soon(loop))
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.home.socket)  # stale: the lock proves nobody serves it
+            server = await asyncio.start_unix_server(
+                self._serve, path=str(self.home.socket), limit=MAX_LINE
+            )
+            os.chmod(self.home.socket, 0o600)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stopping.set)
+            self.store.add_event(
+                "agent", f"agent {__version__} started (pid {os.getpid()}, {backend.info().name})"
+            )
+            reconciler = asyncio.create_task(self._reconcile_loop())
+            async with server:
+                await self.stopping.wait()
+            reconciler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reconciler
+            backend.close()
+            self.store.add_event("agent", f"agent stopped (pid {os.getpid()})")
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.home.socket)
+            self.store.close()
+
+    def _wake_soon(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Churn may be noticed off the loop's thread (native uevents): hand it over safely.
+        loop.call_soon_threadsafe(self.wake.set)
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            async with self.lock:
+                try:
+                    self.engine.reconcile()
+                except FlashctlError as exc:
+                    self.store.add_event("error", f"reconcile failed: {exc.message}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), self.reconcile_interval)
+            self.wake.clear()
+
+    # --- connections ---------------------------------------------------------------------
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            if self.connections > MAX_CONNECTIONS:
+                writer.write(encode({"error": error_body("busy", "too many connections")}))
+                return
+            peer = Peer(writer.get_extra_info("socket"))
+            if await self._greet(reader, writer):
+                await self._requests(reader, writer, peer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self.connections -= 1
+            with contextlib.suppress(ConnectionError):
+                writer.close()
+                await writer.wait_closed()
+
+    async def _greet(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        try:
+            line = await asyncio.wait_for(reader.readline(), HELLO_TIMEOUT)
+            message = decode(line).get("hello")
+        except (TimeoutError, ProtocolError, ValueError):
+            writer.write(encode({"error": error_body("protocol", "expected a hello")}))
+            return False
+        if not isinstance(message, dict) or message.get("protocol") != PROTOCOL_VERSION:
+            theirs = message.get("protocol") if isinstance(message, dict) else None
+            writer.write(
+                encode(
+                    {
+                        "error": error_body(
+                            "version",
+                            f"the agent speaks protocol {PROTOCOL_VERSION} "
+                            f"(flashctl {__version__}), "
+                            f"the client protocol {theirs}",
+                            "restart the agent with this flashctl: "
+                            "`flashctl agent stop`, then retry",
+                        )
+                    }
+                )
+            )
+            return False
+        writer.write(
+            encode(
+                hello(
+                    "agent",
+                    __version__,
+                    pid=os.getpid(),
+                    backend=self.backend_name,
+                    home=str(self.home.root),
+                    started=self.started,
+                )
+            )
+        )
+        await writer.drain()
+        return True
+
+    async def _requests(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Peer
+    ) -> None:
+        while line := await reader.readline():
+            try:
+                request = decode(line)
+                op, args, ident = request.get("op"), request.get("args") or {}, request.get("id")
+                if op not in self.handlers or not isinstance(args, dict):
+                    raise ProtocolError(f"unknown op {op!r}")
+            except (ProtocolError, ValueError) as exc:
+                writer.write(encode({"ok": False, "error": error_body("protocol", str(exc))}))
+                await writer.drain()
+                continue
+            if args.get("watch"):
+                await self._stream(op, args, ident, peer, writer)
+                return
+            writer.write(encode(await self._call(op, args, ident, peer)))
+            await writer.drain()
+
+    async def _call(self, op: str, args: dict[str, Any], ident: Any, peer: Peer) -> dict[str, Any]:
+        try:
+            result = await self.handlers[op](args, peer)
+        except FlashctlError as exc:
+            return {"id": ident, "ok": False, "error": error_reply(exc)}
+        except (KeyError, TypeError, ValueError) as exc:
+            body = error_body("protocol", f"bad arguments for {op}: {exc}")
+            return {"id": ident, "ok": False, "error": body}
+        return {"id": ident, "ok": True, "result": result}
+
+    async def _stream(
+        self, op: str, args: dict[str, Any], ident: Any, peer: Peer, writer: asyncio.StreamWriter
+    ) -> None:
+        """`events -w`: send new events as they are logged until the client goes away."""
+        if op != "events":
+            writer.write(
+                encode(
+                    {
+                        "id": ident,
+                        "ok": False,
+                        "error": error_body("protocol", f"{op} cannot be watched"),
+                    }
+                )
+            )
+            return
+        after = int(args.get("after", 0))
+        chain = args.get("chain")
+        while not self.stopping.is_set():
+            for event in self.store.events(after_id=after, chain=chain):
+                writer.write(encode({"id": ident, "event": _event_data(event)}))
+                after = event.id
+            await writer.drain()
+            if writer.is_closing():
+                return
+            await asyncio.sleep(WATCH_INTERVAL)
+
+    # --- operations ----------------------------------------------------------------------
+
+    async def op_status(self, args: dict[str, Any], peer: Peer) -> Any:
+        async with self.lock:
+            return self.engine.status(args.get("chain"))
+
+    async def op_apply(self, args: dict[str, Any], peer: Peer) -> Any:
+        sources = [(str(name), str(text)) for name, text in args["sources"]]
+        async with self.lock:
+            report = self.engine.apply(
+                sources,
+                who=peer.who,
+                message=args.get("message"),
+                dry_run=bool(args.get("dryRun")),
+            )
+        self.wake.set()
+        return _report_data(report)
+
+    async def op_delete(self, args: dict[str, Any], peer: Peer) -> Any:
+        names = list(args.get("chains") or [])
+        if args.get("sources"):
+            from flashctl.chains.loader import load_sources
+
+            loaded = load_sources([(str(n), str(t)) for n, t in args["sources"]])
+            names += [c.chain.name for c in loaded.chains]
+        results = []
+        async with self.lock:
+            for name in names:
+                changes = self.engine.delete(name, who=peer.who)
+                stopped = self._stop_chain_nfs(name)
+                results.append(
+                    {"chain": name, "writes": _writes_data(changes.writes), "stopped": stopped}
+                )
+        return results
+
+    def _stop_chain_nfs(self, chain: str) -> list[str]:
+        host = getattr(self.engine.backend, "host", None)
+        if host is None:
+            return []
+        stopped = []
+        for process in list(host.processes.values()):
+            if process.chain == chain:
+                host.remove(process.pid)
+                stopped.append(process.label())
+        return stopped
+
+    async def op_history(self, args: dict[str, Any], peer: Peer) -> Any:
+        return [_revision_data(r) for r in self.store.history(str(args["chain"]))]
+
+    async def op_rollback(self, args: dict[str, Any], peer: Peer) -> Any:
+        to = args.get("to")
+        async with self.lock:
+            report = self.engine.rollback(
+                str(args["chain"]), None if to is None else int(to), who=peer.who
+            )
+        self.wake.set()
+        return _report_data(report)
+
+    async def op_events(self, args: dict[str, Any], peer: Peer) -> Any:
+        events = self.store.events(
+            after_id=int(args.get("after", 0)),
+            limit=int(args.get("limit", 1000)),
+            chain=args.get("chain"),
+        )
+        return [_event_data(e) for e in events]
+
+    async def op_sim(self, args: dict[str, Any], peer: Peer) -> Any:
+        from flashctl.simcontrol import control
+
+        async with self.lock:
+            result = control(self.engine, str(args["action"]), args)
+        self.wake.set()
+        return result
+
+    async def op_agent(self, args: dict[str, Any], peer: Peer) -> Any:
+        action = args.get("action", "status")
+        if action == "stop":
+            asyncio.get_running_loop().call_later(0.05, self.stopping.set)
+            return {"stopping": True, "pid": os.getpid()}
+        info = self.engine.backend.info()
+        return {
+            "pid": os.getpid(),
+            "version": __version__,
+            "protocol": PROTOCOL_VERSION,
+            "home": str(self.home.root),
+            "backend": info.name,
+            "variant": info.variant,
+            "uptime": time.time() - self.started,
+            "chains": sorted(self.engine.running),
+            "connections": self.connections,
+        }
+
+
+def _writes_data(writes: Any) -> list[dict[str, Any]]:
+    return [
+        {
+            "flashId": w.flash_id,
+            "socket": str(w.socket),
+            "old": list(w.old),
+            "new": list(w.new),
+            "text": w.text(),
+            "disruption": w.disruption,
+            "reason": w.reason,
+        }
+        for w in writes
+    ]
+
+
+def _report_data(report: ApplyReport) -> dict[str, Any]:
+    return {
+        "dryRun": report.dry_run,
+        "changed": report.changed,
+        "started": report.started,
+        "chains": [
+            {
+                "chain": c.name,
+                "revision": c.revision,
+                "specChanged": c.spec_changed,
+                "writes": _writes_data(c.changes.writes),
+                "pending": [
+                    {"socket": str(r.socket), "reason": r.reason} for r in c.changes.pending
+                ],
+            }
+            for c in report.chains
+        ],
+    }
+
+
+def _revision_data(revision: Any) -> dict[str, Any]:
+    return {
+        "chain": revision.chain,
+        "revision": revision.rev,
+        "state": revision.state,
+        "hash": revision.spec_hash,
+        "who": revision.who,
+        "at": revision.at,
+        "message": revision.message,
+        "source": revision.source,
+        "error": revision.error,
+    }
+
+
+def _event_data(event: Any) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "at": event.at,
+        "kind": event.kind,
+        "chain": event.chain,
+        "message": event.message,
+        "data": event.data,
+    }
+
+
+def run_agent(home: Home, backend: str) -> None:
+    """`flashctl agent run`: serve in the foreground until SIGTERM/SIGINT."""
+    asyncio.run(Agent(home, backend).run())

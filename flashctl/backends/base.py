@@ -1,0 +1,175 @@
+"""The backend protocol: what the agent needs from a place where plans take effect.
+
+Four operations, implemented by `sim` and `native` and checked by one contract suite
+(tests/backends/contract.py):
+
+- `inventory()`: the live FLASH sockets (flash-id, pid, procname, interface, ifindex, qid);
+- `read_rule_text(id)` / `write_rule_text(id, text)`: the `next` file, byte for byte, with the
+  kernel's errnos, so the same code paths serve the simulated kernel and the real sysfs;
+- `sample()`: ring occupancy and counters per socket.
+
+`read_rules` and `write_rule` are built on the text interface here, once for every backend:
+writes are formatted canonically, read back and compared (the kernel's rewrite is not atomic,
+so a write that "succeeded" may still have left something else behind).
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from flashctl.chains.planner import Inventory
+from flashctl.errors import FlashctlError
+
+# What each errno of a `next` write means, and what to do about it.
+_ERRNO_TEXT = {
+    errno.EINVAL: (
+        "the kernel rejected the rule: an id is unknown (socket closed?) or the text is malformed",
+        "re-read the inventory and plan again",
+    ),
+    errno.EBUSY: (
+        "the socket is not bound/ready, or the rewrite failed after tearing down its old rules",
+        "retry, or clear the rule with -1",
+    ),
+    errno.ERANGE: ("an id in the rule is out of range", "flash-ids are 0..63"),
+    errno.EACCES: ("writing `next` needs root", "run the agent as root"),
+    errno.EPERM: ("writing `next` needs root", "run the agent as root"),
+    errno.ENOENT: ("the socket is gone (its directory disappeared)", "re-read the inventory"),
+}
+
+
+class BackendError(FlashctlError):
+    """A backend operation failed; `errno` is the kernel's (or the stand-in's) error number."""
+
+    def __init__(self, message: str, hint: str | None = None, *, errno_: int | None = None) -> None:
+        super().__init__(message, hint)
+        self.errno = errno_
+
+
+def write_error(flash_id: int, text: str, err: int) -> BackendError:
+    meaning, hint = _ERRNO_TEXT.get(err, (errno.errorcode.get(err, f"errno {err}"), None))
+    name = errno.errorcode.get(err, str(err))
+    return BackendError(
+        f"writing {text.strip()!r} to flash-id {flash_id}'s next failed with {name}: {meaning}",
+        hint,
+        errno_=err,
+    )
+
+
+def format_next(ids: Sequence[int]) -> str:
+    """The canonical text of a rule: `"3 5\\n"`, or `"-1\\n"` to clear (one write() call)."""
+    return (" ".join(str(i) for i in ids) if ids else "-1") + "\n"
+
+
+def parse_next(text: str, *, table: bool = True) -> tuple[int, ...]:
+    """A `next` file's content back to ids: `-1\\n` -> (), the index table -> its ids."""
+    if text == "-1\n":
+        return ()
+    lines = text.split("\n")
+    if lines[-1] != "":
+        raise ValueError(f"rule text does not end in a newline: {text!r}")
+    lines = lines[:-1]
+    if not table:
+        if len(lines) != 1 or not lines[0].isdigit():
+            raise ValueError(f"unexpected single-int rule text {text!r}")
+        return (int(lines[0]),)
+    if not lines or lines[0] != "index\tflash_id":
+        raise ValueError(f"unexpected rule text {text!r}")
+    ids = []
+    for position, line in enumerate(lines[1:]):
+        index, _, value = line.partition("\t")
+        if index != str(position) or not value.isdigit():
+            raise ValueError(f"unexpected rule line {line!r} in {text!r}")
+        ids.append(int(value))
+    return tuple(ids)
+
+
+@dataclass(frozen=True, slots=True)
+class Rings:
+    """Producer - consumer of one socket's four rings (entries in use), and their sizes."""
+
+    rx: int = 0
+    tx: int = 0
+    fill: int = 0
+    completion: int = 0
+    rx_size: int = 0
+    tx_size: int = 0
+    fill_size: int = 0
+    completion_size: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SocketSample:
+    flash_id: int
+    rings: Rings = field(default_factory=Rings)
+    counters: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    at: float
+    sockets: tuple[SocketSample, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BackendInfo:
+    name: str  # "sim" | "native"
+    variant: str  # e.g. "flash, table next, self-loop rejected"
+    chaining: bool  # False in standalone mode: sockets work, chaining needs the FLASH kernel
+    table: bool = True  # `next` holds a list (index table) rather than a single int
+    detail: str = ""
+
+
+ChurnListener = Callable[[], None]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    def info(self) -> BackendInfo: ...
+
+    def inventory(self) -> Inventory: ...
+
+    def read_rule_text(self, flash_id: int) -> str: ...
+
+    def write_rule_text(self, flash_id: int, text: str) -> None:
+        """Write `text` in one write() call; raise BackendError (with errno) on failure."""
+        ...
+
+    def sample(self) -> Sample: ...
+
+    def subscribe(self, listener: ChurnListener) -> None:
+        """Call `listener` (from the agent's thread) whenever sockets come or go."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def read_rules(backend: Backend, ids: Sequence[int] | None = None) -> dict[int, tuple[int, ...]]:
+    """Current `next` lists of `ids` (default: every live socket); a socket that vanished
+    while reading is skipped, as it has no rules any more."""
+    table = backend.info().table
+    wanted = ids if ids is not None else [s.flash_id for s in backend.inventory().sockets]
+    rules: dict[int, tuple[int, ...]] = {}
+    for flash_id in wanted:
+        try:
+            text = backend.read_rule_text(flash_id)
+        except BackendError as exc:
+            if exc.errno == errno.ENOENT:
+                continue
+            raise
+        rules[flash_id] = parse_next(text, table=table)
+    return rules
+
+
+def write_rule(backend: Backend, flash_id: int, ids: Sequence[int]) -> None:
+    """Write one rule and read it back; BackendError if the kernel shows something else."""
+    text = format_next(ids)
+    backend.write_rule_text(flash_id, text)
+    shown = parse_next(backend.read_rule_text(flash_id), table=backend.info().table)
+    if shown != tuple(ids):
+        raise BackendError(
+            f"flash-id {flash_id}'s next shows {list(shown)} after writing {list(ids)}",
+            "another writer may be changing rules; the agent will retry",
+        )

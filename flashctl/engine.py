@@ -1,0 +1,491 @@
+"""The desired-state engine: apply, reconcile, delete, rollback and status of chains.
+
+The agent serialises calls into one Engine (it is not thread-safe by design). Each call reads
+the backend afresh: inventory and rules are cheap to read, and flash-ids change under us.
+
+Guarantees, and how:
+- A rejected spec never replaces the running one: everything is loaded, checked (also
+  against the other running chains) and planned before the first write.
+- All or nothing: every write is read back; if one fails, the writes already made are undone
+  in reverse order and the revision is stored as rolled back.
+- A crash mid-apply leaves the revision `pending` in the store; on restart it is marked
+  interrupted and the reconcile pass brings the kernel back to the last committed revision.
+- Reconcile repairs whatever churn or drift it finds, one pass at a time.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from flashctl.backends.base import Backend, BackendError, read_rules, write_rule
+from flashctl.chains import graph
+from flashctl.chains.diff import Changes, Write, diff, teardown
+from flashctl.chains.loader import LoadedChain, load_sources
+from flashctl.chains.planner import Inventory, Plan, plan
+from flashctl.chains.spec import Chain
+from flashctl.errors import ChainError, ExitCode, FlashctlError
+from flashctl.store import Revision, Store
+
+EBUSY_RETRIES = 3
+Prepare = Callable[[Chain], list[str]]  # starts what a chain needs (sim: its NFs); messages
+
+
+class RolledBack(FlashctlError):
+    """A write failed during apply; the previous rules were restored."""
+
+    exit_code = ExitCode.ROLLED_BACK
+
+
+class NotFound(FlashctlError):
+    exit_code = ExitCode.INVALID
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    chain: Chain
+    revision: Revision
+
+
+@dataclass(slots=True)
+class ChainReport:
+    name: str
+    revision: int | None
+    changes: Changes
+    spec_changed: bool
+
+
+@dataclass(slots=True)
+class ApplyReport:
+    chains: list[ChainReport]
+    dry_run: bool
+    started: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return any(c.spec_changed or not c.changes.empty for c in self.chains)
+
+
+def spec_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class Engine:
+    def __init__(
+        self,
+        backend: Backend,
+        store: Store,
+        *,
+        prepare: Prepare | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.backend = backend
+        self.store = store
+        self.prepare = prepare
+        self.clock = clock
+        self.running: dict[str, Running] = {}
+        self.last_ids: frozenset[int] | None = None
+
+    # --- start-up ------------------------------------------------------------------------
+
+    def load_active(self) -> None:
+        """Take up the committed revisions (after a restart); mark crashed applies."""
+        for revision in self.store.interrupt_pending():
+            self.store.add_event(
+                "interrupted",
+                f"rev {revision.rev} of {revision.chain} was interrupted before it committed; "
+                "reconciling to the last committed revision",
+                chain=revision.chain,
+            )
+        for revision in self.store.active_all():
+            source = revision.source or f"{revision.chain}@rev{revision.rev}"
+            try:
+                loaded = load_sources([(source, revision.spec_text)])
+            except ChainError as exc:
+                self.store.add_event(
+                    "error",
+                    f"stored rev {revision.rev} no longer loads: {exc.lines()[0]}",
+                    chain=revision.chain,
+                )
+                continue
+            for item in loaded.chains:
+                if item.chain.name == revision.chain:
+                    self.running[revision.chain] = Running(item.chain, revision)
+
+    # --- reading the host ----------------------------------------------------------------
+
+    def observe(self) -> tuple[Inventory, dict[int, tuple[int, ...]]]:
+        inventory = self.backend.inventory()
+        rules = read_rules(self.backend, [s.flash_id for s in inventory.sockets])
+        return inventory, rules
+
+    def plans(self, inventory: Inventory) -> dict[str, Plan]:
+        return {name: plan(r.chain, inventory) for name, r in sorted(self.running.items())}
+
+    # --- writing -------------------------------------------------------------------------
+
+    def _write(self, write: Write) -> None:
+        """One write with read-back; EBUSY (socket not ready, torn rewrite) is retried."""
+        for attempt in range(EBUSY_RETRIES):
+            try:
+                write_rule(self.backend, write.flash_id, write.new)
+                return
+            except BackendError as exc:
+                if exc.errno != errno.EBUSY or attempt == EBUSY_RETRIES - 1:
+                    raise
+
+    def _perform(self, writes: Sequence[Write], chain: str | None) -> list[Write]:
+        """Perform writes in order; on failure undo the ones made and re-raise."""
+        done: list[Write] = []
+        try:
+            for write in writes:
+                self._write(write)
+                done.append(write)
+                self.store.add_event(
+                    "write",
+                    f"{write.text().strip()} -> flash-id {write.flash_id}: {write.reason}",
+                    chain=chain,
+                    data={
+                        "flashId": write.flash_id,
+                        "old": list(write.old),
+                        "new": list(write.new),
+                        "disruption": write.disruption,
+                    },
+                )
+        except BackendError as exc:
+            self.store.add_event(
+                "error", f"write to flash-id {write.flash_id} failed: {exc.message}", chain=chain
+            )
+            failed = self._undo(done, chain)
+            exc.undo_failed = failed  # type: ignore[attr-defined]
+            raise
+        return done
+
+    def _undo(self, done: Sequence[Write], chain: str | None) -> list[int]:
+        failed = []
+        for write in reversed(done):
+            try:
+                self._write(
+                    Write(
+                        write.flash_id,
+                        write.socket,
+                        write.new,
+                        write.old,
+                        write.disruption,
+                        f"restore {write.socket}",
+                    )
+                )
+            except BackendError:
+                failed.append(write.flash_id)
+        restored = len(done) - len(failed)
+        self.store.add_event("rollback", f"restored {restored} of {len(done)} rules", chain=chain)
+        return failed
+
+    # --- apply ---------------------------------------------------------------------------
+
+    def check(self, sources: Sequence[tuple[str, str]]) -> list[LoadedChain]:
+        """Load and check sources, also against the chains already running."""
+        loaded = load_sources(sources)
+        names = {c.chain.name for c in loaded.chains}
+        others = [r for n, r in sorted(self.running.items()) if n not in names]
+        chains = [r.chain for r in others] + [c.chain for c in loaded.chains]
+        labels = [f"running chain '{r.chain.name}'" for r in others]
+        labels += [str(c.document.locate(())) for c in loaded.chains]
+        found = []
+        for index, diagnostic in graph.check_across(chains, labels):
+            if index >= len(others):
+                document = loaded.chains[index - len(others)].document
+                found.append(
+                    diagnostic.__class__(
+                        diagnostic.severity,
+                        diagnostic.path,
+                        diagnostic.message,
+                        diagnostic.hint,
+                        document.locate(diagnostic.path),
+                    )
+                )
+        if any(d.is_error for d in found):
+            raise ChainError(found)
+        return list(loaded.chains)
+
+    def apply(
+        self,
+        sources: Sequence[tuple[str, str]],
+        *,
+        who: str,
+        message: str | None = None,
+        dry_run: bool = False,
+    ) -> ApplyReport:
+        items = self.check(sources)
+        report = ApplyReport([], dry_run)
+        if not dry_run and self.prepare is not None:
+            for item in items:
+                report.started += self.prepare(item.chain)
+        inventory, observed = self.observe()
+        work: list[tuple[LoadedChain, Plan, Changes, bool]] = []
+        for item in items:
+            current = self.running.get(item.chain.name)
+            digest = spec_hash(item.document.text)
+            changed = current is None or current.revision.spec_hash != digest
+            planned = plan(item.chain, inventory)
+            changes = diff(planned, observed)
+            work.append((item, planned, changes, changed))
+            report.chains.append(ChainReport(item.chain.name, None, changes, changed))
+        if dry_run or not report.changed:
+            return report
+        self._commit(work, report, who, message)
+        return report
+
+    def _commit(
+        self,
+        work: list[tuple[LoadedChain, Plan, Changes, bool]],
+        report: ApplyReport,
+        who: str,
+        message: str | None,
+    ) -> None:
+        revisions = []
+        for (item, planned, _changes, _changed), chain_report in zip(
+            work, report.chains, strict=True
+        ):
+            from flashctl.serialize import plan_data
+
+            text = item.document.text
+            revision = self.store.begin_revision(
+                item.chain.name,
+                text,
+                spec_hash(text),
+                plan_data(planned),
+                who,
+                message,
+                item.source,
+            )
+            chain_report.revision = revision.rev
+            revisions.append((item, revision))
+        done: list[Write] = []
+        try:
+            for item, _planned, changes, _changed in work:
+                done += self._perform(changes.writes, item.chain.name)
+        except BackendError as exc:
+            failed = self._undo(done, None) if done else []
+            for item, revision in revisions:
+                self.store.fail_revision(item.chain.name, revision.rev, "rolled-back", exc.message)
+            restored = (
+                "previous rules restored"
+                if not failed
+                else (f"could not restore flash-ids {failed}; the agent keeps reconciling")
+            )
+            raise RolledBack(f"apply rolled back: {exc.message}; {restored}", exc.hint) from None
+        for item, revision in revisions:
+            committed = self.store.commit_revision(item.chain.name, revision.rev)
+            self.running[item.chain.name] = Running(item.chain, committed)
+            writes = next(len(c.changes) for c in report.chains if c.name == item.chain.name)
+            self.store.add_event(
+                "apply",
+                f"applied rev {revision.rev} of {item.chain.name} ({writes} writes)",
+                chain=item.chain.name,
+                data={"rev": revision.rev, "writes": writes},
+            )
+
+    # --- reconcile -----------------------------------------------------------------------
+
+    def reconcile(self) -> list[Write]:
+        """One pass: re-plan every running chain against the host and repair differences."""
+        inventory, observed = self.observe()
+        self._note_churn(inventory)
+        performed: list[Write] = []
+        for name, planned in self.plans(inventory).items():
+            changes = diff(planned, observed)
+            if changes.empty:
+                continue
+            try:
+                performed += self._perform(changes.writes, name)
+            except BackendError:
+                continue  # reported as an event; the next pass tries again
+            for write in changes.writes:
+                observed[write.flash_id] = write.new
+        return performed
+
+    def _note_churn(self, inventory: Inventory) -> None:
+        ids = inventory.ids()
+        if self.last_ids is not None and ids != self.last_ids:
+            by_id = inventory.by_id()
+            added = sorted(ids - self.last_ids)
+            removed = sorted(self.last_ids - ids)
+            parts = [
+                f"+{i} ({by_id[i].interface} q{by_id[i].qid} {by_id[i].holder()})" for i in added
+            ] + [f"-{i}" for i in removed]
+            self.store.add_event(
+                "churn", "sockets " + ", ".join(parts), data={"added": added, "removed": removed}
+            )
+        self.last_ids = ids
+
+    # --- delete, rollback, stop ----------------------------------------------------------
+
+    def _running(self, name: str) -> Running:
+        if name not in self.running:
+            known = ", ".join(sorted(self.running)) or "none"
+            raise NotFound(f"no chain named {name!r} is applied", f"applied chains: {known}")
+        return self.running[name]
+
+    def delete(self, name: str, *, who: str) -> Changes:
+        running = self._running(name)
+        inventory, observed = self.observe()
+        changes = teardown(plan(running.chain, inventory), observed)
+        self._perform(changes.writes, name)
+        self.store.mark_deleted(name, who)
+        del self.running[name]
+        self.store.add_event("delete", f"deleted {name} ({len(changes)} rules cleared)", chain=name)
+        return changes
+
+    def clear_upstream_of(self, name: str, nf: str) -> Changes:
+        """Before an NF of `name` stops: clear the rules that point at its sockets."""
+        running = self._running(name)
+        inventory, observed = self.observe()
+        planned = plan(running.chain, inventory)
+        doomed = {
+            b.flash_id for b in planned.bindings if b.socket.nf == nf and b.flash_id is not None
+        }
+        upstream = [r.flash_id for r in planned.rules if set(observed.get(r.flash_id, ())) & doomed]
+        changes = teardown(planned, observed, upstream)
+        self._perform(changes.writes, name)
+        return changes
+
+    def rollback(self, name: str, to: int | None, *, who: str) -> ApplyReport:
+        current = self._running(name)
+        history = self.store.history(name)
+        if to is None:
+            earlier = [
+                r for r in history if r.rev < current.revision.rev and r.state == "superseded"
+            ]
+            if not earlier:
+                raise NotFound(
+                    f"{name} has no earlier revision to roll back to",
+                    "see `flashctl history " + name + "`",
+                )
+            target = earlier[0]
+        else:
+            found = self.store.revision(name, to)
+            if found is None or found.state not in ("superseded", "active"):
+                raise NotFound(
+                    f"{name} has no applied revision {to}", "see `flashctl history " + name + "`"
+                )
+            target = found
+        source = target.source or f"{name}@rev{target.rev}"
+        return self.apply(
+            [(source, target.spec_text)], who=who, message=f"rollback to rev {target.rev}"
+        )
+
+    # --- status --------------------------------------------------------------------------
+
+    def status(self, name: str | None = None) -> dict[str, Any]:
+        if name is not None:
+            self._running(name)
+        inventory, observed = self.observe()
+        sample = {s.flash_id: s for s in self.backend.sample().sockets}
+        chains = []
+        owned: set[int] = set()
+        for chain_name, planned in self.plans(inventory).items():
+            owned |= planned.owned_ids
+            if name is not None and chain_name != name:
+                continue
+            chains.append(_chain_status(self.running[chain_name], planned, observed, sample))
+        live = inventory.ids()
+        orphans = [
+            {
+                "flashId": s.flash_id,
+                "interface": s.interface,
+                "queue": s.qid,
+                "pid": s.pid,
+                "procname": s.procname,
+                "next": list(observed.get(s.flash_id, ())),
+                "reason": _orphan_reason(observed.get(s.flash_id, ()), live),
+                "action": f"apply the chain that owns it, or write -1 to flash-id {s.flash_id}",
+            }
+            for s in inventory.sockets
+            if s.flash_id not in owned and observed.get(s.flash_id)
+        ]
+        info = self.backend.info()
+        return {
+            "backend": {
+                "name": info.name,
+                "variant": info.variant,
+                "chaining": info.chaining,
+                "detail": info.detail,
+            },
+            "chains": chains,
+            "orphans": orphans if name is None else [],
+            "sockets": len(inventory.sockets),
+        }
+
+
+def _orphan_reason(rule: Sequence[int], live: frozenset[int]) -> str:
+    dead = [i for i in rule if i not in live]
+    if dead:
+        return (
+            f"no applied chain owns this socket; its rule points at closed ids {dead} "
+            "(its TX stalls)"
+        )
+    return "no applied chain owns this socket, but it redirects to other sockets"
+
+
+def _chain_status(
+    running: Running, planned: Plan, observed: dict[int, tuple[int, ...]], sample: dict[int, Any]
+) -> dict[str, Any]:
+    sockets = []
+    for binding in planned.bindings:
+        entry: dict[str, Any] = {
+            "socket": str(binding.socket),
+            "nf": binding.socket.nf,
+            "thread": binding.socket.thread,
+            "interface": binding.interface,
+            "queue": binding.queue,
+            "flashId": binding.flash_id,
+        }
+        rule = planned.rule_for(binding.flash_id) if binding.flash_id is not None else None
+        if binding.status != "bound" or rule is None:
+            entry.update(
+                state="pending",
+                reason=binding.reason,
+                action=f"start {binding.socket.nf}"
+                if binding.status == "pending"
+                else "free the queue or fix the chain's match",
+            )
+        else:
+            current = observed.get(rule.flash_id, ())
+            entry.update(next=list(current), desired=None if rule.next is None else list(rule.next))
+            if rule.next is None:
+                entry.update(
+                    state="pending",
+                    reason=rule.reason,
+                    action="start the missing NFs; rules follow within one pass",
+                )
+            elif tuple(current) == rule.next:
+                entry.update(state="in-sync", reason=rule.reason, action="")
+            else:
+                entry.update(
+                    state="drifted",
+                    reason=f"next is {list(current) or -1}, should be {list(rule.next) or -1}",
+                    action="the agent repairs this on its next pass",
+                )
+            socket_sample = sample.get(rule.flash_id)
+            if socket_sample is not None:
+                entry["counters"] = dict(socket_sample.counters)
+        sockets.append(entry)
+    states = [s["state"] for s in sockets]
+    overall = (
+        "in-sync"
+        if all(s == "in-sync" for s in states)
+        else ("drifted" if "drifted" in states else "pending")
+    )
+    return {
+        "name": running.chain.name,
+        "revision": running.revision.rev,
+        "appliedAt": running.revision.at,
+        "appliedBy": running.revision.who,
+        "state": overall,
+        "sockets": sockets,
+    }
