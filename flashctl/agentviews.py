@@ -115,7 +115,7 @@ def status_view(data: dict[str, Any]) -> Group:
             owner = f"pid {orphan['pid']} '{orphan['procname']}' ({where})"
             table.add_row(
                 str(orphan["flashId"]),
-                owner,
+                Text(owner),
                 _ids(orphan["next"]),
                 Text(f"{orphan['reason']} -> {orphan['action']}"),
             )

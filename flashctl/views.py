@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
@@ -139,7 +140,7 @@ def socket_table(plan: Plan) -> Table:
             binding.interface or "?",
             "-" if binding.queue is None else str(binding.queue),
             binding.status if binding.status == "bound" else f"[yellow]{binding.status}[/]",
-            _next_text(plan, rule) if rule is not None else f"[dim]{binding.reason}[/]",
+            _next_text(plan, rule) if rule is not None else f"[dim]{escape(binding.reason)}[/]",
         )
     return table
 
@@ -149,7 +150,7 @@ def _next_text(plan: Plan, rule: object) -> str:
 
     assert isinstance(rule, SocketRule)
     if rule.next is None:
-        return f"[yellow]pending[/]: {rule.reason}"
+        return f"[yellow]pending[/]: {escape(rule.reason)}"
     if not rule.next:
         return (
             "-1 [dim](transmits to the NIC)[/]" if rule.socket.nf in plan.topology.egress else "-1"
