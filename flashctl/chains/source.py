@@ -9,7 +9,7 @@ laughs" document is refused before anything walks it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,6 +109,7 @@ class _Builder:
         self.anchors: dict[str, tuple[Any, int]] = {}
         self.total = 0
         self.done = False
+        self.plain: dict[str, Any] = {}
 
     def fail(self, where: Location, message: str, hint: str | None = None) -> SourceError:
         return _error(self.doc.source, where, message, hint)
@@ -183,15 +184,29 @@ class _Builder:
 
     def resolve(self, event: Any, where: Location) -> Any:
         tag = event.tag
+        if tag is None and event.style is None:
+            # Plain scalars repeat a lot (interface names, policies, small numbers): resolving
+            # one means a regex search per implicit type, so remember the answers.
+            if event.value not in self.plain:
+                self.plain[event.value] = self.convert(event, where)
+            return self.plain[event.value]
+        return self.convert(event, where)
+
+    def convert(self, event: Any, where: Location) -> Any:
+        tag = event.tag
         if tag in (None, "!"):
             tag = _RESOLVER.resolve(yaml.ScalarNode, event.value, event.implicit)  # type: ignore[no-untyped-call]
         if tag not in _ALLOWED_TAGS:
             raise self.fail(where, f"unsupported tag {event.tag!r}", "chain files use plain YAML")
         if tag == "tag:yaml.org,2002:merge":
             return _MERGE_KEY
+        if tag == "tag:yaml.org,2002:str":
+            return event.value
+        # The constructor's per-type method, not construct_object: that one memoises every
+        # node it builds in a table that is never cleared (a leak in a long-lived agent).
         node = yaml.ScalarNode(tag, event.value, style=event.style)
         try:
-            return _CONSTRUCTOR.construct_object(node)
+            return _SCALAR_CONSTRUCTORS[tag](node)
         except (yaml.YAMLError, ValueError, OverflowError) as exc:
             raise self.fail(where, f"cannot read value {event.value!r}: {exc}") from None
 
@@ -246,6 +261,12 @@ def event_text(value: Any) -> str:
 
 
 _CONSTRUCTOR = yaml.constructor.SafeConstructor()
+_SCALAR_CONSTRUCTORS: dict[str, Callable[[yaml.ScalarNode], Any]] = {
+    "tag:yaml.org,2002:int": _CONSTRUCTOR.construct_yaml_int,
+    "tag:yaml.org,2002:float": _CONSTRUCTOR.construct_yaml_float,
+    "tag:yaml.org,2002:bool": _CONSTRUCTOR.construct_yaml_bool,
+    "tag:yaml.org,2002:null": _CONSTRUCTOR.construct_yaml_null,
+}
 _RESOLVER = yaml.resolver.Resolver()
 
 
