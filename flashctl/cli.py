@@ -172,6 +172,7 @@ def plan(
     """Show the socket rules a chain compiles to (with projected flash-ids)."""
     from flashctl.chains.planner import plan as make_plan
     from flashctl.chains.planner import projected_inventory
+    from flashctl.chains.topology import expand
 
     loaded = _load([file])
     _print_warnings(loaded)
@@ -179,9 +180,10 @@ def plan(
     taken: set[int] = set()
     plans = []
     for item in chains:
-        inventory = projected_inventory(item.chain, taken)
+        topology = expand(item.chain)
+        inventory = projected_inventory(item.chain, taken, topology)
         taken.update(s.flash_id for s in inventory.sockets)
-        plans.append(make_plan(item.chain, inventory))
+        plans.append(make_plan(item.chain, inventory, topology))
     if output is PlanFormat.table:
         from flashctl.views import print_plans
 

@@ -26,8 +26,9 @@ from flashctl.backends.base import Backend, BackendError, read_rules, write_rule
 from flashctl.chains import graph
 from flashctl.chains.diff import Changes, Write, diff, teardown
 from flashctl.chains.loader import LoadedChain, load_sources
-from flashctl.chains.planner import Inventory, Plan, plan
+from flashctl.chains.planner import Inventory, Plan, SocketRule, plan
 from flashctl.chains.spec import Chain
+from flashctl.chains.topology import Topology, expand
 from flashctl.errors import ChainError, ExitCode, FlashctlError
 from flashctl.store import Revision, Store
 
@@ -49,6 +50,11 @@ class NotFound(FlashctlError):
 class Running:
     chain: Chain
     revision: Revision
+    topology: Topology
+
+    @classmethod
+    def of(cls, chain: Chain, revision: Revision) -> Running:
+        return cls(chain, revision, expand(chain))
 
 
 @dataclass(slots=True)
@@ -114,7 +120,7 @@ class Engine:
                 continue
             for item in loaded.chains:
                 if item.chain.name == revision.chain:
-                    self.running[revision.chain] = Running(item.chain, revision)
+                    self.running[revision.chain] = Running.of(item.chain, revision)
 
     # --- reading the host ----------------------------------------------------------------
 
@@ -124,7 +130,9 @@ class Engine:
         return inventory, rules
 
     def plans(self, inventory: Inventory) -> dict[str, Plan]:
-        return {name: plan(r.chain, inventory) for name, r in sorted(self.running.items())}
+        return {
+            name: plan(r.chain, inventory, r.topology) for name, r in sorted(self.running.items())
+        }
 
     # --- writing -------------------------------------------------------------------------
 
@@ -281,7 +289,7 @@ class Engine:
             raise RolledBack(f"apply rolled back: {exc.message}; {restored}", exc.hint) from None
         for item, revision in revisions:
             committed = self.store.commit_revision(item.chain.name, revision.rev)
-            self.running[item.chain.name] = Running(item.chain, committed)
+            self.running[item.chain.name] = Running.of(item.chain, committed)
             writes = next(len(c.changes) for c in report.chains if c.name == item.chain.name)
             self.store.add_event(
                 "apply",
@@ -432,6 +440,15 @@ def _orphan_reason(rule: Sequence[int], live: frozenset[int]) -> str:
     return "no applied chain owns this socket, but it redirects to other sockets"
 
 
+def _targets_text(planned: Plan, rule: SocketRule) -> str:
+    if not rule.targets:
+        if rule.socket.nf in planned.topology.egress:
+            return "transmits to the NIC"
+        return "no linked outputs"
+    hops = zip(rule.targets, rule.modes, strict=True)
+    return "-> " + ", ".join(f"{target} ({mode})" for target, mode in hops)
+
+
 def _chain_status(
     running: Running, planned: Plan, observed: dict[int, tuple[int, ...]], sample: dict[int, Any]
 ) -> dict[str, Any]:
@@ -464,7 +481,7 @@ def _chain_status(
                     action="start the missing NFs; rules follow within one pass",
                 )
             elif tuple(current) == rule.next:
-                entry.update(state="in-sync", reason=rule.reason, action="")
+                entry.update(state="in-sync", reason=_targets_text(planned, rule), action="")
             else:
                 entry.update(
                     state="drifted",

@@ -157,9 +157,10 @@ def rules_of(plan: Plan) -> dict[int, tuple[int, ...]]:
     return plan.desired()
 
 
-def plan(chain: Chain, inventory: Inventory) -> Plan:
+def plan(chain: Chain, inventory: Inventory, topology: Topology | None = None) -> Plan:
     """Bind the chain's sockets to `inventory` and resolve every bound socket's `next` list."""
-    topology = expand(chain)
+    # Callers that plan one chain repeatedly (the agent, on every churn) pass its topology.
+    topology = topology if topology is not None else expand(chain)
     bindings = _bind(chain, topology, inventory)
     umem_of_id = {s.flash_id: s.umem for s in inventory.sockets if s.umem is not None}
     rules = _rules(topology, bindings, umem_of_id)
@@ -177,7 +178,9 @@ def plan(chain: Chain, inventory: Inventory) -> Plan:
 # --- projection ----------------------------------------------------------------------------
 
 
-def projected_inventory(chain: Chain, taken: Iterable[int] = ()) -> Inventory:
+def projected_inventory(
+    chain: Chain, taken: Iterable[int] = (), topology: Topology | None = None
+) -> Inventory:
     """The sockets the kernel would create if the chain's NFs started in document order.
 
     Flash-ids are allocated as the kernel does: lowest free id first, one per thread, in
@@ -186,7 +189,7 @@ def projected_inventory(chain: Chain, taken: Iterable[int] = ()) -> Inventory:
     `match` alone get the lowest queues of their interface that no NF lists (queue = thread
     number when none collide), since the kernel allows one socket per queue.
     """
-    topology = expand(chain)
+    topology = topology if topology is not None else expand(chain)
     free_ids = _free_ids(frozenset(taken), chain.spec.sim.max_sockets)
     spare_queues = _spare_queues(topology.sockets)
     sockets: list[LiveSocket] = []
