@@ -65,11 +65,17 @@ class Peer:
         return f"{user} (pid {self.pid})"
 
 
-def make_backend(name: str, home: Home) -> tuple[Backend, Prepare | None]:
+def make_backend(
+    name: str, home: Home, kernel: str | None = None
+) -> tuple[Backend, Prepare | None]:
     if name == "sim":
-        from flashctl.backends.sim import SimBackend, SimHost
+        from flashctl.backends.sim import KERNELS, SimBackend, SimHost
 
-        backend = SimBackend(SimHost.load(home.sim_kernel))
+        if kernel is not None and kernel not in KERNELS:
+            raise FlashctlError(
+                f"unknown simulated kernel {kernel!r}", f"choose one of: {', '.join(KERNELS)}"
+            )
+        backend = SimBackend(SimHost.load(home.sim_kernel, KERNELS[kernel] if kernel else None))
         return backend, backend.ensure_nfs
     raise FlashctlError(f"unknown backend {name!r}", "use --backend sim")
 
@@ -88,10 +94,12 @@ class Agent:
         home: Home,
         backend: str = "sim",
         *,
+        kernel: str | None = None,
         reconcile_interval: float = RECONCILE_INTERVAL,
     ) -> None:
         self.home = home
         self.backend_name = backend
+        self.kernel = kernel
         self.reconcile_interval = reconcile_interval
         self.started = time.time()
         self.lock = asyncio.Lock()
@@ -126,7 +134,7 @@ class Agent:
     async def _run(self) -> None:
         self.store = Store.open(self.home.store)
         try:
-            backend, prepare = make_backend(self.backend_name, self.home)
+            backend, prepare = make_backend(self.backend_name, self.home, self.kernel)
             self.engine = Engine(backend, self.store, prepare=prepare)
             self.engine.load_active()
             loop = asyncio.get_running_loop()
@@ -436,6 +444,6 @@ def _event_data(event: Any) -> dict[str, Any]:
     }
 
 
-def run_agent(home: Home, backend: str) -> None:
+def run_agent(home: Home, backend: str, kernel: str | None = None) -> None:
     """`flashctl agent run`: serve in the foreground until SIGTERM/SIGINT."""
-    asyncio.run(Agent(home, backend).run())
+    asyncio.run(Agent(home, backend, kernel=kernel).run())

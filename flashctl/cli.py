@@ -546,13 +546,21 @@ def events(
 @agent_app.command("run")
 def agent_run(
     backend: Annotated[str, typer.Option(help="sim (default) or native.")] = "sim",
+    kernel: Annotated[
+        str | None,
+        typer.Option(
+            help="Simulated kernel of a new simulated host: flash (default), "
+            "flash-no-self-loop, flash-single, exnfc.",
+            metavar="KERNEL",
+        ),
+    ] = None,
 ) -> None:
     """Run the agent in the foreground (for systemd; see examples/flashctl-agent.service)."""
     from flashctl.agent import run_agent
     from flashctl.home import resolve_home
 
     gc.enable()
-    run_agent(resolve_home(), backend)
+    run_agent(resolve_home(), backend, kernel)
 
 
 @agent_app.command("start")

@@ -28,12 +28,35 @@ from flashctl.backends.base import (
     Sample,
     write_error,
 )
-from flashctl.backends.flashsys import FlashSysfs, SysfsError, Variant
+from flashctl.backends.flashsys import (
+    EXNFC,
+    FLASH_SINGLE,
+    FLASH_TABLE,
+    FLASH_TABLE_NO_SELF_LOOP,
+    FlashSysfs,
+    SysfsError,
+    Variant,
+)
 from flashctl.chains.planner import Inventory, LiveSocket
 from flashctl.chains.spec import Chain
 
+# The kernel snapshots the simulator can be (notes/flash-kernel.md: they differ in the `next`
+# format and in whether a socket may redirect to itself).
+KERNELS: dict[str, Variant] = {
+    "flash": FLASH_TABLE,
+    "flash-no-self-loop": FLASH_TABLE_NO_SELF_LOOP,
+    "flash-single": FLASH_SINGLE,
+    "exnfc": EXNFC,
+}
 FIRST_PID = 4000
 FIRST_IFINDEX = 2  # 1 is lo
+
+
+def kernel_name(variant: Variant) -> str:
+    for name, known in KERNELS.items():
+        if known == variant:
+            return name
+    return repr(variant)
 
 
 @dataclass(slots=True)
@@ -69,9 +92,13 @@ class SimHost:
     # --- persistence ---------------------------------------------------------------------
 
     @classmethod
-    def load(cls, path: Path, variant: Variant = Variant()) -> SimHost:
-        """The host saved at `path`, or a new one (saved there from now on)."""
-        host = cls(variant, path)
+    def load(cls, path: Path, variant: Variant | None = None) -> SimHost:
+        """The host saved at `path`, or a new one (saved there from now on).
+
+        `variant` picks the kernel of a new host; an existing host keeps its own kernel, and
+        asking for another one is an error rather than a silent switch.
+        """
+        host = cls(variant or FLASH_TABLE, path)
         try:
             data = json.loads(path.read_text())
         except FileNotFoundError:
@@ -88,6 +115,12 @@ class SimHost:
                 f"{path}: the simulated kernel's state is not in the expected format ({exc})",
                 "move the file aside to start from an empty simulated host",
             ) from None
+        if variant is not None and host.sysfs.variant != variant:
+            raise BackendError(
+                f"{path} holds a simulated {kernel_name(host.sysfs.variant)} kernel, not "
+                f"{kernel_name(variant)}",
+                "remove the file (and restart the agent) to switch kernels",
+            )
         return host
 
     def _restore(self, data: dict[str, Any]) -> None:
