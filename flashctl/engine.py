@@ -29,7 +29,7 @@ from flashctl.chains.loader import LoadedChain, load_sources
 from flashctl.chains.planner import Inventory, Plan, SocketRule, plan
 from flashctl.chains.spec import Chain
 from flashctl.chains.topology import Topology, expand
-from flashctl.errors import ChainError, ExitCode, FlashctlError
+from flashctl.errors import ChainError, ExitCode, FlashctlError, InputError
 from flashctl.store import Revision, Store
 
 EBUSY_RETRIES = 3
@@ -240,6 +240,7 @@ class Engine:
             digest = spec_hash(item.document.text)
             changed = current is None or current.revision.spec_hash != digest
             planned = plan(item.chain, inventory)
+            self._check_kernel(planned)
             changes = diff(planned, observed)
             work.append((item, planned, changes, changed))
             report.chains.append(ChainReport(item.chain.name, None, changes, changed))
@@ -247,6 +248,18 @@ class Engine:
             return report
         self._commit(work, report, who, message)
         return report
+
+    def _check_kernel(self, planned: Plan) -> None:
+        """Refuse what this kernel cannot hold: older kernels keep one id in `next`."""
+        if self.backend.info().table:
+            return
+        for rule in planned.rules:
+            if len(rule.targets) > 1:
+                raise InputError(
+                    f"chain {planned.chain}: {rule.socket} needs {len(rule.targets)} targets, "
+                    "but this kernel's next holds a single id (older FLASH/exnfc kernel)",
+                    "give each NF socket one output, or use a kernel with multi-target next",
+                )
 
     def _commit(
         self,

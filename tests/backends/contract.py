@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import errno
 import itertools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
-from typing import ClassVar, Literal, Protocol
+from typing import Literal, Protocol
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -171,7 +171,7 @@ class Host:
         for flash_id in self.ids():
             self.harness.close(flash_id)
 
-    def next(self, flash_id: int) -> str:
+    def rule(self, flash_id: int) -> str:
         return self.backend.read_rule_text(flash_id)
 
 
@@ -249,9 +249,6 @@ WRITE_TEXTS = st.one_of(
 
 class BackendContract:
     """The contract; a subclass provides the `harness` fixture for its backend."""
-
-    # A subclass may list tests its backend cannot run, with the reason (e.g. EACCES).
-    unsupported: ClassVar[dict[str, str]] = {}
 
     @pytest.fixture
     def harness(self) -> Harness:
@@ -355,21 +352,21 @@ class BackendContract:
     # --- reading next --------------------------------------------------------------------
 
     def test_a_new_socket_reads_minus_one(self, three: Host) -> None:
-        assert [three.next(i) for i in (0, 1, 2)] == [MINUS_ONE] * 3
+        assert [three.rule(i) for i in (0, 1, 2)] == [MINUS_ONE] * 3
 
     def test_targets_read_back_as_an_index_table(self, host: Host) -> None:
         host.bind_many(8)
         host.backend.write_rule_text(0, "5 7\n")
-        assert host.next(0) == "index\tflash_id\n0\t5\n1\t7\n"
+        assert host.rule(0) == "index\tflash_id\n0\t5\n1\t7\n"
         host.backend.write_rule_text(1, "7 7 2\n")  # duplicates are kept, in order
-        assert host.next(1) == "index\tflash_id\n0\t7\n1\t7\n2\t2\n"
-        assert host.next(2) == MINUS_ONE
+        assert host.rule(1) == "index\tflash_id\n0\t7\n1\t7\n2\t2\n"
+        assert host.rule(2) == MINUS_ONE
 
     def test_reading_a_socket_that_is_gone_is_enoent(self, three: Host) -> None:
         three.harness.close(1)
         for flash_id in (1, 40):
             with pytest.raises(BackendError) as caught:
-                three.next(flash_id)
+                three.rule(flash_id)
             assert caught.value.errno == errno.ENOENT
             assert f"flash-id {flash_id}" in caught.value.message
             assert "ENOENT" in caught.value.message
@@ -379,24 +376,24 @@ class BackendContract:
     def test_writes_take_tokens_up_to_the_first_newline(self, three: Host) -> None:
         backend = three.backend
         backend.write_rule_text(0, "1 2")  # no newline at all
-        assert three.next(0) == table(1, 2)
+        assert three.rule(0) == table(1, 2)
         backend.write_rule_text(0, "  2   1  \n")  # runs of spaces separate tokens
-        assert three.next(0) == table(2, 1)
+        assert three.rule(0) == table(2, 1)
         backend.write_rule_text(0, "1\ngarbage 9\n")  # after the first newline: ignored
-        assert three.next(0) == table(1)
+        assert three.rule(0) == table(1)
         backend.write_rule_text(0, "0002\n")  # kstrtoint takes leading zeros
-        assert three.next(0) == table(2)
+        assert three.rule(0) == table(2)
 
     def test_minus_one_clears(self, three: Host) -> None:
         backend = three.backend
         backend.write_rule_text(0, "1 2\n")
         backend.write_rule_text(0, "-1\n")
-        assert three.next(0) == MINUS_ONE
+        assert three.rule(0) == MINUS_ONE
         backend.write_rule_text(0, "-1\n")  # clearing twice is fine
-        assert three.next(0) == MINUS_ONE
+        assert three.rule(0) == MINUS_ONE
         backend.write_rule_text(0, "1\n")
         backend.write_rule_text(0, "-1 9 -7\n")  # ids after a leading -1 are not looked up
-        assert three.next(0) == MINUS_ONE
+        assert three.rule(0) == MINUS_ONE
 
     @pytest.mark.parametrize(("text", "shown"), EINVAL_WRITES)
     def test_einval_writes(self, three: Host, text: str, shown: str) -> None:
@@ -405,7 +402,7 @@ class BackendContract:
         assert error.errno == errno.EINVAL
         assert error.message == write_message(0, shown, errno.EINVAL)
         assert error.hint == HINT[errno.EINVAL]
-        assert three.next(0) == table(2, 1)  # a failed write keeps the previous rule
+        assert three.rule(0) == table(2, 1)  # a failed write keeps the previous rule
 
     @pytest.mark.parametrize(("text", "shown"), ERANGE_WRITES)
     def test_erange_writes(self, three: Host, text: str, shown: str) -> None:
@@ -414,7 +411,7 @@ class BackendContract:
         assert error.errno == errno.ERANGE
         assert error.message == write_message(0, shown, errno.ERANGE)
         assert error.hint == HINT[errno.ERANGE]
-        assert three.next(0) == table(2, 1)
+        assert three.rule(0) == table(2, 1)
 
     def test_exact_messages(self, three: Host) -> None:
         error = failed_write(three.backend, 2, "9\n")
@@ -432,7 +429,7 @@ class BackendContract:
         """write(fd, "", 0) returns 0 without calling the kernel's store."""
         three.backend.write_rule_text(0, "1\n")
         three.backend.write_rule_text(0, "")
-        assert three.next(0) == table(1)
+        assert three.rule(0) == table(1)
 
     def test_writing_to_a_socket_that_is_gone_is_enoent(self, three: Host) -> None:
         three.backend.write_rule_text(1, "2\n")
@@ -453,12 +450,12 @@ class BackendContract:
             assert error.errno == errno.EBUSY
             assert error.message == write_message(0, repr(text[:-1]), errno.EBUSY)
             assert error.hint == HINT[errno.EBUSY]
-            assert three.next(0) == table(1)
+            assert three.rule(0) == table(1)
         # The text is parsed before the source is looked at: a malformed text is EINVAL.
         assert failed_write(backend, 0, "x\n").errno == errno.EINVAL
         three.harness.set_ready(0, True)
         backend.write_rule_text(0, "2\n")
-        assert three.next(0) == table(2)
+        assert three.rule(0) == table(2)
 
     def test_a_target_that_is_not_ready_is_ebusy_and_the_file_keeps_the_old_rule(
         self, three: Host
@@ -469,10 +466,10 @@ class BackendContract:
         error = failed_write(backend, 0, "1 2\n")
         assert error.errno == errno.EBUSY
         assert error.message == write_message(0, "'1 2'", errno.EBUSY)
-        assert three.next(0) == table(1)
+        assert three.rule(0) == table(1)
         three.harness.set_ready(2, True)
         backend.write_rule_text(0, "1 2\n")
-        assert three.next(0) == table(1, 2)
+        assert three.rule(0) == table(1, 2)
 
     def test_writing_as_non_root_is_eacces(self, three: Host) -> None:
         unprivileged = three.harness.unprivileged()
@@ -491,15 +488,15 @@ class BackendContract:
         backend.write_rule_text(1, "2\n")
         if three.harness.self_loop == "accept":
             backend.write_rule_text(1, "1\n")
-            assert three.next(1) == table(1)
+            assert three.rule(1) == table(1)
             backend.write_rule_text(1, "2 1\n")
-            assert three.next(1) == table(2, 1)
+            assert three.rule(1) == table(2, 1)
         else:
             for text in ("1\n", "2 1\n"):
                 error = failed_write(backend, 1, text)
                 assert error.errno == errno.EINVAL
                 assert error.message == write_message(1, repr(text[:-1]), errno.EINVAL)
-                assert three.next(1) == table(2)
+                assert three.rule(1) == table(2)
 
     def test_rules_naming_a_closed_socket_stay_and_follow_the_id(self, three: Host) -> None:
         backend = three.backend
@@ -507,19 +504,19 @@ class BackendContract:
         backend.write_rule_text(2, "1\n")
         three.harness.close(1)
         # Stale: the file is not updated when a target closes.
-        assert three.next(0) == table(1, 2)
-        assert three.next(2) == table(1)
+        assert three.rule(0) == table(1, 2)
+        assert three.rule(2) == table(1)
         assert read_rules(backend) == {0: (1, 2), 2: (1,)}
         # ... but a new rule may not name it.
         error = failed_write(backend, 2, "1\n")
         assert error.errno == errno.EINVAL
-        assert three.next(2) == table(1)
+        assert three.rule(2) == table(1)
         # The next bind anywhere takes id 1: the old rules now point at it.
         assert three.bind(interface=IF_B) == 1
-        assert three.next(0) == table(1, 2)
-        assert three.next(1) == MINUS_ONE  # the new socket starts without rules
+        assert three.rule(0) == table(1, 2)
+        assert three.rule(1) == MINUS_ONE  # the new socket starts without rules
         backend.write_rule_text(2, "-1\n")
-        assert three.next(2) == MINUS_ONE
+        assert three.rule(2) == MINUS_ONE
 
     @settings(
         max_examples=150,
@@ -547,16 +544,16 @@ class BackendContract:
         except BackendError as exc:
             got = exc.errno
         assert got == expected
-        assert three.next(0) == model.read("0/next").decode()
+        assert three.rule(0) == model.read("0/next").decode()
 
     # --- read_rules and write_rule (flashctl.backends.base) -------------------------------
 
     def test_write_rule_writes_and_reads_back(self, three: Host) -> None:
         backend = three.backend
         write_rule(backend, 0, [2, 1])
-        assert three.next(0) == table(2, 1)
+        assert three.rule(0) == table(2, 1)
         write_rule(backend, 0, [])
-        assert three.next(0) == MINUS_ONE
+        assert three.rule(0) == MINUS_ONE
 
     def test_write_rule_raises_the_write_error(self, three: Host) -> None:
         write_rule(three.backend, 0, [1])
@@ -564,7 +561,7 @@ class BackendContract:
             write_rule(three.backend, 0, [1, 7])
         assert caught.value.errno == errno.EINVAL
         assert caught.value.message == write_message(0, "'1 7'", errno.EINVAL)
-        assert three.next(0) == table(1)
+        assert three.rule(0) == table(1)
 
     def test_write_rule_raises_when_the_read_back_differs(self, three: Host) -> None:
         racing = OtherWriter(three.backend, "2\n")
@@ -573,7 +570,7 @@ class BackendContract:
         assert caught.value.message == "flash-id 0's next shows [2] after writing [1]"
         assert caught.value.hint == "another writer may be changing rules; the agent will retry"
         assert caught.value.errno is None
-        assert three.next(0) == table(2)
+        assert three.rule(0) == table(2)
 
     def test_write_rule_raises_when_the_table_is_too_long_to_read_back(
         self, three: Host
@@ -623,10 +620,3 @@ class BackendContract:
         assert isinstance(sample.at, float)
         assert {s.flash_id for s in sample.sockets} <= {0, 1, 2}
 
-
-def run_contract_names() -> list[str]:
-    """The contract's test names (for backends that report which ones they skip)."""
-    return sorted(name for name in vars(BackendContract) if name.startswith("test_"))
-
-
-ListenerFactory = Callable[[], ChurnListener]
