@@ -15,11 +15,13 @@ Guarantees, and how:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from flashctl.backends.base import Backend, BackendError, read_rules, write_rule
@@ -146,32 +148,31 @@ class Engine:
                 if exc.errno != errno.EBUSY or attempt == EBUSY_RETRIES - 1:
                     raise
 
-    def _perform(self, writes: Sequence[Write], chain: str | None) -> list[Write]:
-        """Perform writes in order; on failure undo the ones made and re-raise."""
-        done: list[Write] = []
-        try:
-            for write in writes:
+    def _perform(self, writes: Sequence[Write], chain: str | None, done: list[Write]) -> None:
+        """Perform writes in order, appending each to `done`; the first failure is raised
+        (after logging it), leaving the caller to decide whether to undo `done`."""
+        for write in writes:
+            try:
                 self._write(write)
-                done.append(write)
+            except BackendError as exc:
                 self.store.add_event(
-                    "write",
-                    f"{write.text().strip()} -> flash-id {write.flash_id}: {write.reason}",
+                    "error",
+                    f"write to flash-id {write.flash_id} failed: {exc.message}",
                     chain=chain,
-                    data={
-                        "flashId": write.flash_id,
-                        "old": list(write.old),
-                        "new": list(write.new),
-                        "disruption": write.disruption,
-                    },
                 )
-        except BackendError as exc:
+                raise
+            done.append(write)
             self.store.add_event(
-                "error", f"write to flash-id {write.flash_id} failed: {exc.message}", chain=chain
+                "write",
+                f"{write.text().strip()} -> flash-id {write.flash_id}: {write.reason}",
+                chain=chain,
+                data={
+                    "flashId": write.flash_id,
+                    "old": list(write.old),
+                    "new": list(write.new),
+                    "disruption": write.disruption,
+                },
             )
-            failed = self._undo(done, chain)
-            exc.undo_failed = failed  # type: ignore[attr-defined]
-            raise
-        return done
 
     def _undo(self, done: Sequence[Write], chain: str | None) -> list[int]:
         failed = []
@@ -207,15 +208,7 @@ class Engine:
         for index, diagnostic in graph.check_across(chains, labels):
             if index >= len(others):
                 document = loaded.chains[index - len(others)].document
-                found.append(
-                    diagnostic.__class__(
-                        diagnostic.severity,
-                        diagnostic.path,
-                        diagnostic.message,
-                        diagnostic.hint,
-                        document.locate(diagnostic.path),
-                    )
-                )
+                found.append(replace(diagnostic, position=document.locate(diagnostic.path)))
         if any(d.is_error for d in found):
             raise ChainError(found)
         return list(loaded.chains)
@@ -229,6 +222,8 @@ class Engine:
         dry_run: bool = False,
     ) -> ApplyReport:
         items = self.check(sources)
+        for item in items:
+            self._check_kernel(item.chain)
         report = ApplyReport([], dry_run)
         if not dry_run and self.prepare is not None:
             for item in items:
@@ -240,7 +235,6 @@ class Engine:
             digest = spec_hash(item.document.text)
             changed = current is None or current.revision.spec_hash != digest
             planned = plan(item.chain, inventory)
-            self._check_kernel(planned)
             changes = diff(planned, observed)
             work.append((item, planned, changes, changed))
             report.chains.append(ChainReport(item.chain.name, None, changes, changed))
@@ -249,14 +243,15 @@ class Engine:
         self._commit(work, report, who, message)
         return report
 
-    def _check_kernel(self, planned: Plan) -> None:
+    def _check_kernel(self, chain: Chain) -> None:
         """Refuse what this kernel cannot hold: older kernels keep one id in `next`."""
         if self.backend.info().table:
             return
-        for rule in planned.rules:
-            if len(rule.targets) > 1:
+        targets = Counter(hop.source for hop in expand(chain).hops)
+        for socket, count in sorted(targets.items()):
+            if count > 1:
                 raise InputError(
-                    f"chain {planned.chain}: {rule.socket} needs {len(rule.targets)} targets, "
+                    f"chain {chain.name}: {socket} needs {count} targets, "
                     "but this kernel's next holds a single id (older FLASH/exnfc kernel)",
                     "give each NF socket one output, or use a kernel with multi-target next",
                 )
@@ -289,16 +284,14 @@ class Engine:
         done: list[Write] = []
         try:
             for item, _planned, changes, _changed in work:
-                done += self._perform(changes.writes, item.chain.name)
+                self._perform(changes.writes, item.chain.name, done)
         except BackendError as exc:
             failed = self._undo(done, None) if done else []
             for item, revision in revisions:
                 self.store.fail_revision(item.chain.name, revision.rev, "rolled-back", exc.message)
-            restored = (
-                "previous rules restored"
-                if not failed
-                else (f"could not restore flash-ids {failed}; the agent keeps reconciling")
-            )
+            restored = "previous rules restored"
+            if failed:
+                restored = f"could not restore flash-ids {failed}; the agent keeps reconciling"
             raise RolledBack(f"apply rolled back: {exc.message}; {restored}", exc.hint) from None
         for item, revision in revisions:
             committed = self.store.commit_revision(item.chain.name, revision.rev)
@@ -320,13 +313,11 @@ class Engine:
         performed: list[Write] = []
         for name, planned in self.plans(inventory).items():
             changes = diff(planned, observed)
-            if changes.empty:
-                continue
-            try:
-                performed += self._perform(changes.writes, name)
-            except BackendError:
-                continue  # reported as an event; the next pass tries again
-            for write in changes.writes:
+            # No undo on failure: the writes are ordered make-before-break, so a prefix of
+            # them is a consistent state; the next pass continues from it.
+            with contextlib.suppress(BackendError):  # each failure is logged as an event
+                self._perform(changes.writes, name, performed)
+            for write in performed:
                 observed[write.flash_id] = write.new
         return performed
 
@@ -355,8 +346,9 @@ class Engine:
     def delete(self, name: str, *, who: str) -> Changes:
         running = self._running(name)
         inventory, observed = self.observe()
-        changes = teardown(plan(running.chain, inventory), observed)
-        self._perform(changes.writes, name)
+        changes = teardown(plan(running.chain, inventory, running.topology), observed)
+        # A failure leaves the chain applied: the reconcile pass puts its rules back.
+        self._perform(changes.writes, name, [])
         self.store.mark_deleted(name, who)
         del self.running[name]
         self.store.add_event("delete", f"deleted {name} ({len(changes)} rules cleared)", chain=name)
@@ -366,13 +358,13 @@ class Engine:
         """Before an NF of `name` stops: clear the rules that point at its sockets."""
         running = self._running(name)
         inventory, observed = self.observe()
-        planned = plan(running.chain, inventory)
+        planned = plan(running.chain, inventory, running.topology)
         doomed = {
             b.flash_id for b in planned.bindings if b.socket.nf == nf and b.flash_id is not None
         }
         upstream = [r.flash_id for r in planned.rules if set(observed.get(r.flash_id, ())) & doomed]
         changes = teardown(planned, observed, upstream)
-        self._perform(changes.writes, name)
+        self._perform(changes.writes, name, [])
         return changes
 
     def rollback(self, name: str, to: int | None, *, who: str) -> ApplyReport:

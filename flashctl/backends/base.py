@@ -51,8 +51,10 @@ class BackendError(FlashctlError):
 def write_error(flash_id: int, text: str, err: int) -> BackendError:
     meaning, hint = _ERRNO_TEXT.get(err, (errno.errorcode.get(err, f"errno {err}"), None))
     name = errno.errorcode.get(err, str(err))
+    # Quote what was written, less the newline that ends it: tabs and spaces are the error.
+    shown = text[:-1] if text.endswith("\n") else text
     return BackendError(
-        f"writing {text.strip()!r} to flash-id {flash_id}'s next failed with {name}: {meaning}",
+        f"writing {shown!r} to flash-id {flash_id}'s next failed with {name}: {meaning}",
         hint,
         errno_=err,
     )
@@ -159,15 +161,29 @@ def read_rules(backend: Backend, ids: Sequence[int] | None = None) -> dict[int, 
             if exc.errno == errno.ENOENT:
                 continue
             raise
-        rules[flash_id] = parse_next(text, table=table)
+        rules[flash_id] = _parse_shown(flash_id, text, table)
     return rules
+
+
+def _parse_shown(flash_id: int, text: str, table: bool) -> tuple[int, ...]:
+    """`parse_next`, with a text the kernel printed but flashctl cannot read as BackendError
+    (the kernel cuts a table at PAGE_SIZE - 1 bytes), so callers handle one error type."""
+    try:
+        return parse_next(text, table=table)
+    except ValueError:
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        raise BackendError(
+            f"flash-id {flash_id}'s next reads {shown!r} ({len(text)} bytes), "
+            "which is not a rule flashctl can read",
+            "the kernel cuts a table longer than a page; give the socket fewer targets",
+        ) from None
 
 
 def write_rule(backend: Backend, flash_id: int, ids: Sequence[int]) -> None:
     """Write one rule and read it back; BackendError if the kernel shows something else."""
     text = format_next(ids)
     backend.write_rule_text(flash_id, text)
-    shown = parse_next(backend.read_rule_text(flash_id), table=backend.info().table)
+    shown = _parse_shown(flash_id, backend.read_rule_text(flash_id), backend.info().table)
     if shown != tuple(ids):
         raise BackendError(
             f"flash-id {flash_id}'s next shows {list(shown)} after writing {list(ids)}",

@@ -331,7 +331,7 @@ class BackendContract:
     @settings(
         max_examples=40,
         deadline=None,
-        suppress_health_check=[HealthCheck.function_scoped_fixture],
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.differing_executors],
     )
     @given(steps=st.lists(st.one_of(st.none(), st.integers(0, 15)), max_size=24))
     def test_ids_follow_the_lowest_free_rule(self, host: Host, steps: list[int | None]) -> None:
@@ -521,7 +521,7 @@ class BackendContract:
     @settings(
         max_examples=150,
         deadline=None,
-        suppress_health_check=[HealthCheck.function_scoped_fixture],
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.differing_executors],
     )
     @given(text=WRITE_TEXTS)
     def test_writes_behave_like_the_kernel_model(self, three: Host, text: str) -> None:
