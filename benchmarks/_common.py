@@ -12,10 +12,17 @@ import os
 import platform
 import re
 import shlex
+import shutil
+import signal
+import socket
 import statistics
 import subprocess
 import sys
-from collections.abc import Sequence
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -135,3 +142,97 @@ def record(name: str, section: str) -> Path:
         text = text.rstrip("\n") + "\n\n" + block
     RESULTS.write_text(text, encoding="utf-8")
     return RESULTS
+
+
+# --------------------------------------------------------------------------- agents
+
+
+@dataclass(frozen=True, slots=True)
+class AgentProcess:
+    """A `flashctl agent run` started by a benchmark, in a state directory of its own."""
+
+    process: subprocess.Popen[bytes]
+    home: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def socket(self) -> Path:
+        return self.home / "agent.sock"
+
+    @property
+    def log(self) -> Path:
+        return self.home / "bench-agent.log"
+
+    def env(self, base: Mapping[str, str]) -> dict[str, str]:
+        """`base` with FLASHCTL_HOME pointing at this agent (for child `flashctl` processes)."""
+        return {**base, "FLASHCTL_HOME": str(self.home)}
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log_tail(self, lines: int = 5) -> str:
+        try:
+            text = self.log.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.strip().splitlines()[-lines:]) or "(empty log)"
+
+
+def _answers(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+def _stop(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM by pid (the agent stops gracefully), SIGKILL if it does not exit in time."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout)
+
+
+@contextmanager
+def running_agent(
+    prefix: Sequence[str], env: Mapping[str, str], *, start_timeout: float = 15.0
+) -> Iterator[AgentProcess]:
+    """Run `<prefix> agent run --backend sim` in a fresh short state directory under /tmp.
+
+    The directory name stays short (`/tmp/fcXXXXXXXX`): Unix socket paths are limited to
+    107 bytes. On exit the agent is stopped by its pid and the directory removed.
+    """
+    home = Path(tempfile.mkdtemp(prefix="fc", dir="/tmp"))
+    try:
+        with (home / "bench-agent.log").open("wb") as log:
+            process = subprocess.Popen(
+                [*prefix, "agent", "run", "--backend", "sim"],
+                cwd=REPO,
+                env={**env, "FLASHCTL_HOME": str(home)},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        agent = AgentProcess(process, home)
+        try:
+            deadline = time.monotonic() + start_timeout
+            while not _answers(agent.socket):
+                if not agent.alive():
+                    raise SystemExit(f"the agent exited at start:\n{agent.log_tail()}")
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"the agent did not answer within {start_timeout:g} s")
+                time.sleep(0.02)
+            yield agent
+        finally:
+            _stop(process, 10.0)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)

@@ -60,30 +60,38 @@ def _target(backend: SimBackend, args: dict[str, Any]) -> SimProcess:
     raise InputError(f"NF {nf!r} runs in several chains ({chains})", "pick one with --chain")
 
 
+ACTIONS = ("list", "add-socket", "start", "stop", "restart", "kill", "remove")
+
+
 def control(engine: Engine, action: str, args: dict[str, Any]) -> Any:
+    if action not in ACTIONS:
+        raise InputError(f"unknown simulator action {action!r}", f"one of: {', '.join(ACTIONS)}")
     backend = _backend(engine)
     host = backend.host
     if action == "list":
         return [_process_data(p) for p in sorted(host.processes.values(), key=lambda p: p.pid)]
-    if action == "add-socket":
-        process = host.spawn(
-            str(args.get("procname") or "xdpsock"), [(str(args["interface"]), int(args["queue"]))]
-        )
-        return _process_data(process)
-    process = _target(backend, args)
-    if action in ("stop", "restart") and process.running and process.chain in engine.running:
-        engine.clear_upstream_of(str(process.chain), str(process.nf))
     try:
-        if action in ("stop", "kill"):
-            host.stop(process.pid)
-        elif action == "start":
-            host.start(process.pid)
-        elif action == "restart":
-            host.restart(process.pid)
-        elif action == "remove":
-            host.remove(process.pid)
-        else:
-            raise InputError(f"unknown simulator action {action!r}")
+        return _process_data(_act(engine, backend, action, args))
     except BackendError as exc:
+        # What was asked of the simulated host is impossible there: that is the user's input.
         raise InputError(exc.message, exc.hint) from None
-    return _process_data(process)
+
+
+def _act(engine: Engine, backend: SimBackend, action: str, args: dict[str, Any]) -> SimProcess:
+    host = backend.host
+    if action == "add-socket":
+        procname = str(args.get("procname") or "xdpsock")
+        return host.spawn(procname, [(str(args["interface"]), int(args["queue"]))])
+    process = _target(backend, args)
+    graceful = action in ("stop", "restart", "remove")
+    if graceful and process.running and process.chain in engine.running:
+        engine.clear_upstream_of(str(process.chain), str(process.nf))
+    if action in ("stop", "kill"):
+        host.stop(process.pid)
+    elif action == "start":
+        host.start(process.pid)
+    elif action == "restart":
+        host.restart(process.pid)
+    else:
+        host.remove(process.pid)
+    return process

@@ -34,6 +34,7 @@ from flashctl.backends.flashsys import (
     FLASH_TABLE,
     FLASH_TABLE_NO_SELF_LOOP,
     FlashSysfs,
+    SocketEntry,
     SysfsError,
     Variant,
 )
@@ -110,7 +111,7 @@ class SimHost:
             ) from None
         try:
             host._restore(data)
-        except (KeyError, TypeError, ValueError) as exc:
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise BackendError(
                 f"{path}: the simulated kernel's state is not in the expected format ({exc})",
                 "move the file aside to start from an empty simulated host",
@@ -131,6 +132,14 @@ class SimHost:
             raw["binds"] = [(str(i), int(q)) for i, q in raw["binds"]]
             process = SimProcess(**raw)
             self.processes[process.pid] = process
+        live = set(self.sysfs.ids())
+        for process in self.processes.values():
+            for flash_id in process.sockets:
+                if flash_id not in live or self.sysfs.entry(flash_id).pid != process.pid:
+                    raise ValueError(
+                        f"pid {process.pid} holds flash-id {flash_id}, a socket the kernel "
+                        "does not list for it"
+                    )
 
     def save(self) -> None:
         if self.path is None:
@@ -141,9 +150,15 @@ class SimHost:
             "next_pid": self.next_pid,
             "processes": [asdict(p) for p in self.processes.values()],
         }
-        temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(data))
-        os.replace(temporary, self.path)  # atomic: a crash leaves the old or the new state
+        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            temporary.write_text(json.dumps(data))
+            os.replace(temporary, self.path)  # atomic: a crash leaves the old or the new state
+        except OSError as exc:
+            raise BackendError(
+                f"cannot save the simulated kernel to {self.path}: {exc.strerror}",
+                "check the state directory's free space and permissions",
+            ) from None
 
     def _changed(self, churn: bool) -> None:
         self.save()
@@ -165,33 +180,43 @@ class SimHost:
                 return name
         return f"if{ifindex}"
 
-    def _queue_taken(self, ifindex: int, qid: int) -> bool:
-        return any(
-            e.ifindex == ifindex and e.qid == qid
-            for e in (self.sysfs.entry(i) for i in self.sysfs.ids())
-        )
+    def _queue_holder(self, ifindex: int, qid: int) -> SocketEntry | None:
+        for flash_id in self.sysfs.ids():
+            entry = self.sysfs.entry(flash_id)
+            if entry.ifindex == ifindex and entry.qid == qid:
+                return entry
+        return None
 
     def _bind_all(self, process: SimProcess) -> None:
+        """Bind one socket per thread, in thread order; all or none (EBUSY, EINVAL)."""
         bound: list[int] = []
-        try:
-            for interface, queue in process.binds:
-                ifindex = self.ifindex(interface)
-                if self._queue_taken(ifindex, queue):
+        for interface, queue in process.binds:
+            ifindex = self.ifindex(interface)
+            holder = self._queue_holder(ifindex, queue)
+            try:
+                if holder is not None:
                     # A second socket with its own UMEM on a busy queue: the kernel says EBUSY.
-                    raise SysfsError(errno.EBUSY, f"queue {queue} of {interface} is busy")
+                    raise SysfsError(errno.EBUSY)
                 bound.append(
                     self.sysfs.bind(
                         pid=process.pid, procname=process.procname, ifindex=ifindex, qid=queue
                     )
                 )
-        except SysfsError as exc:
-            for flash_id in bound:
-                self.sysfs.close(flash_id)
-            raise BackendError(
-                f"{process.label()} cannot bind its sockets: {exc.strerror}",
-                "free the queue or an id (stop another simulated process)",
-                errno_=exc.errno,
-            ) from None
+            except SysfsError as exc:
+                for flash_id in bound:
+                    self.sysfs.close(flash_id)
+                why = (
+                    f"the queue is held by flash-id {holder.flash_id} "
+                    f"(pid {holder.pid} '{holder.procname}')"
+                    if holder is not None
+                    else f"all {self.sysfs.variant.max_sockets} flash-ids are taken"
+                )
+                raise BackendError(
+                    f"{process.label()} cannot bind a socket on {interface} queue {queue} "
+                    f"({errno.errorcode[exc.code]}): {why}",
+                    "free the queue or an id (stop another simulated process)",
+                    errno_=exc.code,
+                ) from None
         process.sockets = bound
         process.running = True
 
@@ -287,8 +312,10 @@ class SimBackend:
         try:
             return self.host.sysfs.read(f"{flash_id}/next").decode()
         except SysfsError as exc:
+            name = errno.errorcode.get(exc.code, str(exc.code))
             raise BackendError(
-                f"reading flash-id {flash_id}'s next failed: {exc.strerror}", errno_=exc.errno
+                f"reading flash-id {flash_id}'s next failed with {name}: {exc.strerror}",
+                errno_=exc.code,
             ) from None
 
     def write_rule_text(self, flash_id: int, text: str) -> None:
@@ -312,25 +339,38 @@ class SimBackend:
         """Start (or rebind) the simulated NF processes a chain needs; say what was done.
 
         Applying a chain on the simulated backend runs its NFs, so a new user sees a running,
-        chained system at once. NFs found by `match` alone get the lowest free queues.
+        chained system at once. NFs found by `match` alone get the lowest queues that are free
+        and that no other NF of the chain lists (as `planner.projected_inventory` assumes).
         """
         messages = []
+        wanted: list[tuple[str, list[tuple[str, int]], str]] = []
+        moved: set[str] = set()
+        claimed: dict[str, set[int]] = {}  # queues given out so far, per interface
+        # First stop every NF that moves, so NFs may swap queues.
         for name, nf in chain.spec.nfs.items():
             interface = chain.interface_of(name) or "eth0"
             queues = (
                 nf.queues
                 if nf.queues is not None
-                else self._free_queues(interface, nf.thread_count, chain.name, name)
+                else self._free_queues(
+                    interface, nf.thread_count, chain, name, claimed.get(interface, set())
+                )
             )
+            claimed.setdefault(interface, set()).update(queues)
             binds = [(interface, q) for q in queues]
             procname = (nf.match.procname if nf.match and nf.match.procname else name)[:15]
+            wanted.append((name, binds, procname))
+            process = self.host.find(chain.name, name)
+            if process is not None and (process.binds != binds or process.procname != procname):
+                if process.running:
+                    self.host.stop(process.pid)
+                moved.add(name)
+        for name, binds, procname in wanted:
             process = self.host.find(chain.name, name)
             if process is None:
                 process = self.host.spawn(procname, binds, chain=chain.name, nf=name)
                 messages.append(f"started {process.label()} (pid {process.pid})")
-            elif process.binds != binds or process.procname != procname:
-                if process.running:
-                    self.host.stop(process.pid)
+            elif name in moved:
                 process.binds, process.procname = binds, procname
                 self.host.start(process.pid)
                 messages.append(f"restarted {process.label()} on new queues (pid {process.pid})")
@@ -339,8 +379,10 @@ class SimBackend:
                 messages.append(f"started {process.label()} (pid {process.pid})")
         return messages
 
-    def _free_queues(self, interface: str, count: int, chain: str, nf: str) -> list[int]:
-        current = self.host.find(chain, nf)
+    def _free_queues(
+        self, interface: str, count: int, chain: Chain, nf: str, claimed: set[int]
+    ) -> list[int]:
+        current = self.host.find(chain.name, nf)
         if current is not None and len(current.binds) == count:
             return [q for _i, q in current.binds]
         ifindex = self.host.ifindex(interface)
@@ -349,6 +391,14 @@ class SimBackend:
             for i in self.host.sysfs.ids()
             if self.host.sysfs.entry(i).ifindex == ifindex
         }
+        # Queues other NFs of the chain list are theirs, even before they are bound.
+        taken |= {
+            queue
+            for other, spec in chain.spec.nfs.items()
+            if spec.queues is not None and (chain.interface_of(other) or "eth0") == interface
+            for queue in spec.queues
+        }
+        taken |= claimed
         queues: list[int] = []
         candidate = 0
         while len(queues) < count:

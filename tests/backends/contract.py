@@ -279,9 +279,7 @@ class BackendContract:
 
     def test_inventory_reflects_binds(self, harness: Harness) -> None:
         first = harness.bind(pid=7101, procname="firewall", interface=IF_A, qid=3)
-        second = harness.bind(
-            pid=7102, procname="a-very-long-process-name", interface=IF_B, qid=0
-        )
+        second = harness.bind(pid=7102, procname="a-very-long-process-name", interface=IF_B, qid=0)
         third = harness.bind(pid=7103, procname="router", interface=IF_A, qid=0)
         assert (first, second, third) == (0, 1, 2)
         inventory = harness.backend.inventory()
@@ -331,7 +329,10 @@ class BackendContract:
     @settings(
         max_examples=40,
         deadline=None,
-        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.differing_executors],
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.differing_executors,
+        ],
     )
     @given(steps=st.lists(st.one_of(st.none(), st.integers(0, 15)), max_size=24))
     def test_ids_follow_the_lowest_free_rule(self, host: Host, steps: list[int | None]) -> None:
@@ -521,7 +522,10 @@ class BackendContract:
     @settings(
         max_examples=150,
         deadline=None,
-        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.differing_executors],
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.differing_executors,
+        ],
     )
     @given(text=WRITE_TEXTS)
     def test_writes_behave_like_the_kernel_model(self, three: Host, text: str) -> None:
@@ -572,15 +576,21 @@ class BackendContract:
         assert caught.value.errno is None
         assert three.rule(0) == table(2)
 
-    def test_write_rule_raises_when_the_table_is_too_long_to_read_back(
-        self, three: Host
-    ) -> None:
+    def test_write_rule_raises_when_the_table_is_too_long_to_read_back(self, three: Host) -> None:
         """The kernel prints at most PAGE_SIZE - 1 bytes: a long table reads back cut."""
         with pytest.raises(BackendError) as caught:
             write_rule(three.backend, 0, [1] * 700)
-        assert caught.value.message.startswith("flash-id 0's next reads ")
-        with pytest.raises(BackendError):
+        assert caught.value.message == (
+            "flash-id 0's next reads 'index\\tflash_id\\n0\\t1\\n1\\t1\\n2\\t1\\n3\\t1\\n4\\t1\\n"
+            "5\\t1\\n6...' (4095 bytes), which is not a rule flashctl can read"
+        )
+        assert caught.value.hint == (
+            "the kernel cuts a table longer than a page; give the socket fewer targets"
+        )
+        with pytest.raises(BackendError) as caught:
             read_rules(three.backend)
+        assert caught.value.message.startswith("flash-id 0's next reads 'index")
+        assert read_rules(three.backend, [1, 2]) == {1: (), 2: ()}
 
     def test_read_rules_reads_every_live_socket(self, three: Host) -> None:
         three.backend.write_rule_text(0, "1 2\n")
@@ -619,4 +629,3 @@ class BackendContract:
         sample = three.backend.sample()
         assert isinstance(sample.at, float)
         assert {s.flash_id for s in sample.sockets} <= {0, 1, 2}
-
