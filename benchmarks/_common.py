@@ -6,6 +6,7 @@ puts this directory first on `sys.path`).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import math
 import os
@@ -202,6 +203,37 @@ def _stop(process: subprocess.Popen[bytes], timeout: float) -> None:
         process.wait(timeout)
 
 
+def _lock_holder(home: Path) -> int | None:
+    """The pid in `agent.lock` while an agent holds its flock, else None."""
+    try:
+        fd = os.open(home / "agent.lock", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        return int(text) if text.isdigit() else None
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _stop_stray(home: Path, ours: int) -> None:
+    """If a child `flashctl` autostarted another agent in our directory (ours had died),
+    stop that one too, by the pid it wrote in the lock file."""
+    holder = _lock_holder(home)
+    if holder is None or holder == ours:
+        return
+    print(f"stopping agent pid {holder}, autostarted in {home}", file=sys.stderr)
+    os.kill(holder, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while _lock_holder(home) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 @contextmanager
 def running_agent(
     prefix: Sequence[str], env: Mapping[str, str], *, start_timeout: float = 15.0
@@ -234,5 +266,6 @@ def running_agent(
             yield agent
         finally:
             _stop(process, 10.0)
+            _stop_stray(home, process.pid)
     finally:
         shutil.rmtree(home, ignore_errors=True)

@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from _common import (
@@ -70,7 +68,10 @@ main()
 STAGES = (
     ("typer", "import typer"),
     ("flashctl.cli", "import flashctl.cli"),
-    ("typer._adapters -> pydantic (typer coerces CLI values with pydantic)", "import typer._adapters"),
+    (
+        "typer._adapters -> pydantic (typer coerces CLI values with pydantic)",
+        "import typer._adapters",
+    ),
     ("flashctl.client, .home, .protocol", "import flashctl.client"),
     ("flashctl.agentviews -> rich.console, rich.table", "import flashctl.agentviews"),
 )
@@ -97,6 +98,8 @@ def call():
         return client.call("status")
 data = timed(call)
 timed(lambda: Console(file=io.StringIO(), width=100, highlight=False).print(status_view(data)))
+import typer.main
+timed(lambda: typer.main.get_command(flashctl.cli.app))
 print(json.dumps({"times": times, "code": code}))
 """
 
@@ -180,9 +183,348 @@ def snapshot(launcher: Launcher, env: dict[str, str], agent: AgentProcess, chain
     return Snapshot(events, len(history["items"]), kernel.read_bytes(), kernel.stat().st_mtime_ns)
 
 
-def chain_name(example: str) -> str:
-    found = re.search(r"^metadata:\s*\n\s+name:\s*(\S+)|^metadata:\s*\{name:\s*([^,}\s]+)",
-                      (REPO / example).read_text(encoding="utf-8"), re.MULTILINE)
-    if found is None:
-        raise SystemExit(f"{example}: cannot find metadata.name")
-    return found.group(1) or found.group(2)
+def first_apply(launcher: Launcher, env: dict[str, str], example: str) -> list[str]:
+    """Apply the example and wait until it is in sync; the names of its chains."""
+    text = _output([*launcher.prefix, "apply", example, "--wait", "-o", "json"], env)
+    return [str(c["chain"]) for c in json.loads(text)["chains"]]
+
+
+# --------------------------------------------------------------------------- imports
+
+
+def loaded_modules(env: dict[str, str], args: list[str]) -> list[str]:
+    """The modules loaded when `flashctl ARGS` (flashctl.cli:main) exits."""
+    done = subprocess.run(
+        [sys.executable, "-c", _MODULES_CHILD, *args],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    marker = [line for line in done.stderr.splitlines() if line.startswith("@modules ")]
+    if done.returncode != 0 or not marker:
+        raise SystemExit(f"flashctl {' '.join(args)} (module census) failed:\n{done.stderr}")
+    return [str(name) for name in json.loads(marker[-1].removeprefix("@modules "))]
+
+
+@dataclass(frozen=True, slots=True)
+class Import:
+    module: str
+    depth: int  # 0 for a top-level import
+    self_s: float
+    cumulative_s: float
+    parent: str | None  # the module whose import ran this one
+
+
+def import_trace(launcher: Launcher, env: dict[str, str], args: list[str]) -> list[Import]:
+    """One `python -X importtime` run, in the order the lines come (children first)."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", *launcher.traced, *args],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"-X importtime flashctl {' '.join(args)} failed:\n{done.stderr}")
+    rows: list[tuple[str, int, int, int]] = []
+    for line in done.stderr.splitlines():
+        found = _IMPORT_LINE.match(line)
+        if found:
+            own, total, indent, module = found.groups()
+            rows.append((module, max(0, (len(indent) - 1) // 2), int(own), int(total)))
+    imports = []
+    for index, (module, depth, own, total) in enumerate(rows):
+        # A module's importer is the next line one level up (importtime prints children first).
+        parent = next((r[0] for r in rows[index + 1 :] if r[1] == depth - 1), None)
+        imports.append(Import(module, depth, own / 1e6, total / 1e6, parent))
+    return imports
+
+
+def import_profile(
+    launcher: Launcher, env: dict[str, str], args: list[str], runs: int
+) -> list[Import]:
+    """Per module (first run's order and nesting), the median times over `runs` runs."""
+    traces = [import_trace(launcher, env, args) for _ in range(runs)]
+    by_module: dict[str, list[Import]] = {}
+    for trace in traces:
+        for item in trace:
+            by_module.setdefault(item.module, []).append(item)
+    return [
+        Import(
+            item.module,
+            item.depth,
+            median([i.self_s for i in by_module[item.module]]),
+            median([i.cumulative_s for i in by_module[item.module]]),
+            item.parent,
+        )
+        for item in traces[0]
+    ]
+
+
+def importer_chain(imports: list[Import], module: str) -> list[Import]:
+    """`module`, the module that imported it, and so on up to the top-level import."""
+    by_name = {i.module: i for i in imports}
+    chain = []
+    current = by_name.get(module)
+    while current is not None:
+        chain.append(current)
+        current = by_name.get(current.parent) if current.parent else None
+    return chain
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def stage_times(env: dict[str, str], runs: int) -> list[float]:
+    """Median seconds of each stage of _STAGES_CHILD over `runs` fresh processes."""
+    per_run: list[list[float]] = []
+    statements = json.dumps([statement for _, statement in STAGES])
+    for _ in range(runs):
+        done = subprocess.run(
+            [sys.executable, "-c", _STAGES_CHILD, statements, "status"],
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"the staged run failed:\n{done.stderr}")
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        if result["code"] != 0:
+            raise SystemExit(f"flashctl status returned {result['code']} in the staged run")
+        per_run.append([float(x) for x in result["times"]])
+    return [median([r[i] for r in per_run]) for i in range(len(per_run[0]))]
+
+
+def agent_share(agent: AgentProcess, calls: int) -> tuple[list[float], list[float]]:
+    """Connect + hello, and one `status` call over an open connection, as seen by a client."""
+    from flashctl.client import Client
+    from flashctl.home import Home
+
+    connects, statuses = [], []
+    for _ in range(calls):
+        start = time.perf_counter()
+        with Client(Home(agent.home), autostart=False, say=lambda _text: None) as client:
+            connected = time.perf_counter()
+            client.call("status")
+            done = time.perf_counter()
+        connects.append(connected - start)
+        statuses.append(done - connected)
+    return connects, statuses
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _stats(values: list[float]) -> Stats:
+    return Stats(median(values), percentile(values, 0.90), min(values))
+
+
+def _versus(value: float, base: float) -> str:
+    return f"{value / base:.2f}x, {(value - base) * 1000:+.1f} ms"
+
+
+def build_cases(launcher: Launcher, example: str) -> list[Case]:
+    python = sys.executable
+    flashctl = launcher.prefix
+    return [
+        Case("pass", "`python -c pass`", (python, "-c", "pass")),
+        Case("floor", f'`python -c "{FLOOR_IMPORTS}"`', (python, "-c", FLOOR_IMPORTS)),
+        Case("libs", f'`python -c "{LIBRARY_IMPORTS}"` (info)', (python, "-c", LIBRARY_IMPORTS)),
+        Case("status", "`flashctl status`", (*flashctl, "status")),
+        Case("json", "`flashctl status -o json` (info)", (*flashctl, "status", "-o", "json")),
+        Case("apply", f"`flashctl apply {example}` (unchanged)", (*flashctl, "apply", example), 3),
+    ]
+
+
+def _import_rows(imports: list[Import]) -> list[list[str]]:
+    return [[". " * i.depth + f"`{i.module}`", ms(i.cumulative_s), ms(i.self_s)] for i in imports]
+
+
+def report(args: argparse.Namespace) -> tuple[str, bool]:
+    launcher = find_launcher()
+    base_env = child_env()
+    example = args.example
+    lines = [
+        "## agent_cli: `flashctl status` and `apply` with an agent running",
+        "",
+        *machine_lines(),
+        f"- command: `{command_line()}` (from the repository root)",
+        f"- flashctl started as: {launcher.description}",
+    ]
+    with running_agent(launcher.prefix, base_env) as agent:
+        env = agent.env(base_env)
+        chains = first_apply(launcher, env, example)
+        lines.append(
+            f"- agent: `flashctl agent run --backend sim` (pid {agent.pid}) in a temporary "
+            f"FLASHCTL_HOME, stopped by pid afterwards; `{example}` applied (chains: "
+            f"{', '.join(chains)}) and in sync before the rounds"
+        )
+        lines.append(
+            f"- {args.rounds} interleaved rounds after {args.warmup} warm-up rounds; each time "
+            "is `subprocess.run` wall time (fork/exec included, the same for every row); "
+            "output to /dev/null"
+        )
+        cases = build_cases(launcher, example)
+        before = snapshot(launcher, env, agent, chains[0])
+        print(f"{args.rounds} rounds of {len(cases)} commands ...")
+        samples = measure(cases, args.rounds, args.warmup, env, agent)
+        after = snapshot(launcher, env, agent, chains[0])
+        print("module census, import profile, staged runs ...")
+        modules = loaded_modules(env, ["status"])
+        imports = import_profile(launcher, env, ["status"], args.import_runs)
+        stages = stage_times(env, args.import_runs)
+        connects, statuses = agent_share(agent, 50)
+        if not agent.alive():
+            raise SystemExit(f"the agent died:\n{agent.log_tail()}")
+        agent_pid = agent.pid
+    print(f"agent pid {agent_pid} stopped, its FLASHCTL_HOME removed")
+
+    stats = {key: _stats(values) for key, values in samples.items()}
+    floor_pass, floor = stats["pass"].median, stats["floor"].median
+    rows = [
+        [
+            case.label,
+            ms(stats[case.key].median),
+            ms(stats[case.key].p90),
+            ms(stats[case.key].low),
+            _versus(stats[case.key].median, floor_pass),
+            _versus(stats[case.key].median, floor),
+        ]
+        for case in cases
+    ]
+    lines += [""]
+    lines += table(
+        ["command", "median ms", "p90 ms", "min ms", "vs `pass`", "vs `import typer, rich`"],
+        rows,
+    )
+
+    # The apply of an unchanged chain.
+    new_events = after.events[len(before.events) :]
+    new_writes = [e for e in new_events if e["kind"] == "write"]
+    kernel_same = after.kernel == before.kernel and after.kernel_mtime_ns == before.kernel_mtime_ns
+    applies = len(samples["apply"]) + args.warmup
+    apply_ok = not new_writes and after.revisions == before.revisions and kernel_same
+    kinds = sorted({str(e["kind"]) for e in new_events})
+    apply_facts = (
+        f"{applies} applies, every one exit 3; new events {len(new_events)} "
+        f"({', '.join(kinds) or 'none'}), of which `write` {len(new_writes)}; revisions "
+        f"{before.revisions} -> {after.revisions}; sim-kernel.json "
+        f"{'unchanged (bytes and mtime)' if kernel_same else 'CHANGED'}"
+    )
+
+    # Imports.
+    forbidden = [m for m in modules if m.split(".")[0] in FORBIDDEN]
+    roots = sorted({m.split(".")[0] for m in forbidden})
+    import_ok = not forbidden
+    status = stats["status"]
+    checks = [
+        (
+            "`flashctl status` <= 150 ms (agent running)",
+            f"median {ms(status.median)} ms (p90 {ms(status.p90)}); "
+            f"{_versus(status.median, floor_pass)} vs `pass`, "
+            f"{_versus(status.median, floor)} vs `import typer, rich`",
+            status.median <= STATUS_LIMIT,
+        ),
+        (
+            "`flashctl status` imports neither pydantic nor networkx",
+            f"{len(modules)} modules loaded at exit; "
+            + (
+                f"{len(forbidden)} of them from {', '.join(f'`{r}`' for r in roots)}"
+                if forbidden
+                else "none from pydantic, pydantic_core or networkx"
+            ),
+            import_ok,
+        ),
+        (
+            f"`flashctl apply {example}` (unchanged) writes nothing",
+            apply_facts,
+            apply_ok,
+        ),
+    ]
+    lines += ["", "Verdicts (medians):", ""]
+    lines += table(["target", "measured", "verdict"], [[t, m, word(ok)] for t, m, ok in checks])
+
+    # Where `status` spends its time.
+    total_imports = sum(i.cumulative_s for i in imports if i.depth == 0)
+    top = sorted(imports, key=lambda i: i.cumulative_s, reverse=True)[:12]
+    lines += [
+        "",
+        f"Imports of `flashctl status` (`python -X importtime`, median of {args.import_runs} "
+        f"runs; `. ` marks nesting): {len(imports)} modules, {ms(total_imports)} ms in all "
+        f"(importtime inflates these) of a {ms(status.median)} ms run. Top 12 by cumulative "
+        "time:",
+        "",
+    ]
+    lines += table(["module", "cumulative ms", "self ms"], _import_rows(top))
+    for root in ("pydantic", "networkx"):
+        chain = importer_chain(imports, root)
+        if chain:
+            path = " <- ".join(f"`{i.module}`" for i in chain)
+            cost = sum(
+                i.self_s for i in imports if i.module.split(".")[0] in (root, f"{root}_core")
+            )
+            lines += [
+                "",
+                f"`{root}` is loaded by: {path} (top-level import, {ms(chain[-1].cumulative_s)} "
+                f"ms cumulative; `{root}*` modules' own time {ms(cost)} ms).",
+            ]
+    labels = [label for label, _ in STAGES]
+    labels += [
+        "`run(['status'])`: parse args, connect, call the agent, render",
+        "(apart) connect + hello + `status` call",
+        "(apart) render `status_view` (100 columns)",
+        "(apart, a second time) typer builds the click command tree (`get_command`)",
+    ]
+    lines += [
+        "",
+        f"Where `status` spends its time in one process (imports in stages, then the command "
+        f"as the console script runs it, gc off; median of {args.import_runs} runs; in-process,"
+        f" so without the interpreter start, which `python -c pass` shows: "
+        f"{ms(floor_pass)} ms):",
+        "",
+    ]
+    stage_rows = [[label, ms(seconds)] for label, seconds in zip(labels, stages, strict=True)]
+    stage_rows.append(
+        ["**total** (stages and `run`, not the apart rows)", ms(sum(stages[: len(STAGES) + 1]))]
+    )
+    lines += table(["stage", "ms"], stage_rows)
+    lines += [
+        "",
+        f"The agent's share, from a client in the benchmark process (50 calls): connect + "
+        f"hello median {ms(median(connects))} ms (p90 {ms(percentile(connects, 0.9))}), one "
+        f"`status` call median {ms(median(statuses))} ms (p90 {ms(percentile(statuses, 0.9))}).",
+    ]
+    return "\n".join(lines) + "\n", all(ok for _, _, ok in checks)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-n", "--rounds", type=int, default=20, help="measured rounds")
+    parser.add_argument("--warmup", type=int, default=2, help="unmeasured rounds first")
+    parser.add_argument("--example", default=DEFAULT_EXAMPLE, help="the chain file to apply")
+    parser.add_argument("--import-runs", type=int, default=5, help="-X importtime / staged runs")
+    parser.add_argument("--record", action="store_true", help="write the section to RESULTS.md")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a target fails")
+    args = parser.parse_args()
+    if args.rounds < 1 or args.warmup < 0 or args.import_runs < 1:
+        parser.error("--rounds and --import-runs must be >= 1, --warmup >= 0")
+    section, passed = report(args)
+    print()
+    print(section)
+    if args.record:
+        print(f"recorded in {record('agent_cli', section)}")
+    return 1 if args.check and not passed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

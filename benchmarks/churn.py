@@ -205,6 +205,19 @@ class Rig:
                     f"{self.name}: flash-id {flash_id}'s rule points at {outside}, "
                     "which the chain does not hold"
                 )
+        foreign = inventory.ids() - owned
+        for flash_id, targets in observed.items():
+            if foreign & set(targets):
+                raise SystemExit(
+                    f"{self.name}: flash-id {flash_id}'s rule points at a socket outside the "
+                    f"chain ({sorted(foreign & set(targets))})"
+                )
+
+    def aimed_outside(self) -> bool:
+        """Whether a rule of the chain's sockets names an id the chain does not hold now."""
+        ids = {i for p in self.nfs for i in p.sockets}
+        _inventory, observed = self.engine.observe()
+        return any(t not in ids for i in ids for t in observed.get(i, ()))
 
 
 # --------------------------------------------------------------------------- measuring
@@ -244,6 +257,8 @@ def one(
     elif mode == "new ids":
         rig.restart_new(process)
     middle = time.perf_counter()
+    if stages is not None:
+        stages.aimed_outside += rig.aimed_outside()  # untimed: only the stage clock runs here
     gc_middle = clock.total
     if stages is not None:
         stages.begin()
@@ -307,6 +322,7 @@ class StageClock:
         self.passes: list[dict[str, float]] = []  # seconds per stage, one dict per pass
         self.calls: dict[str, int] = {label: 0 for label, _ in STAGES}
         self.active = False  # only the reconcile pass counts, not the restart or the checks
+        self.aimed_outside = 0  # restarts after which a rule named a foreign id, before repair
 
     def begin(self) -> None:
         self.passes.append({label: 0.0 for label, _ in STAGES})
@@ -461,7 +477,7 @@ def event_log_note(events: EventLogFacts, control: EventLogFacts, count: int) ->
         f" (median {ms(median(slowest))} ms), at event ids {shown}. "
         "That is SQLite's WAL auto-checkpoint (default 1000 pages; the store keeps it): the "
         "commit that crosses the threshold copies the WAL into the database and syncs it. "
-        "Every rule write logs its event in a transaction of its own (about 3 WAL pages "
+        "Every rule write logs its event in a transaction of its own (a few WAL pages "
         "each), so about one repair pass in a hundred pays for a checkpoint: compare the "
         "`Store.add_event` row of the slowest-1% table." + control_note
     )
@@ -613,6 +629,14 @@ def report(args: argparse.Namespace) -> tuple[str, bool]:
                 f"{rig.applied_writes} rules written at apply; one outsider socket (`xdpsock`)"
             )
         lines.append(
+            "- modes: `no-op` = a pass with nothing to repair; `same ids` = `SimHost.restart` "
+            "of a random NF (FLASH gives out the lowest free id, so the NF gets its ids back; "
+            "closing reset its sockets' own chaining, so their `next` files are rewritten); "
+            "`new ids` = the NF stops, the outsider re-opens its socket on another queue "
+            "meanwhile (taking one of the NF's ids), the NF starts again on other ids, so the "
+            "upstream rules point at the outsider until the pass repairs them"
+        )
+        lines.append(
             f"- in-process: {args.restarts} restarts per chain and mode (after {args.warmup} "
             "warm-up rounds), in interleaved rounds with the no-op baseline; random NF per "
             f"restart (seed {args.seed}); cyclic gc enabled, as in the agent; every pass "
@@ -692,6 +716,18 @@ def report(args: argparse.Namespace) -> tuple[str, bool]:
     count = max(1, round(0.01 * passes))
     lines += ["", f"The same, mean of the slowest 1% of those passes ({count} per column):", ""]
     lines += _stage_table(rigs, clocks, 0.01)
+    aimed = "; ".join(
+        f"`{rig.name}`: "
+        + ", ".join(f"{mode} {clocks[(rig.name, mode)].aimed_outside}" for mode in MODES[1:])
+        + f" of {passes}"
+        for rig in rigs
+    )
+    lines += [
+        "",
+        "Restarts after which, before the pass, a rule of the chain named an id the chain no "
+        f"longer held (counted in the instrumented passes): {aimed}. A restart of an NF that "
+        "only the NIC feeds leaves no such rule.",
+    ]
 
     lines += ["", event_log_note(events, control, args.events)]
 

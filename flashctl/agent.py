@@ -201,7 +201,7 @@ class Agent:
         try:
             line = await asyncio.wait_for(reader.readline(), HELLO_TIMEOUT)
             message = decode(line).get("hello")
-        except (TimeoutError, ProtocolError, ValueError):
+        except (TimeoutError, ProtocolError, ValueError, RecursionError):
             writer.write(encode({"error": error_body("protocol", "expected a hello")}))
             return False
         if not isinstance(message, dict) or message.get("protocol") != PROTOCOL_VERSION:
@@ -239,14 +239,25 @@ class Agent:
     async def _requests(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Peer
     ) -> None:
-        while line := await reader.readline():
+        while True:
+            try:
+                line = await reader.readline()
+            except ValueError:  # longer than MAX_LINE: the rest of it cannot be framed; hang up
+                message = f"message larger than {MAX_LINE >> 20} MiB"
+                writer.write(encode({"ok": False, "error": error_body("protocol", message)}))
+                await writer.drain()
+                return
+            if not line:
+                return
             try:
                 request = decode(line)
                 op, args, ident = request.get("op"), request.get("args") or {}, request.get("id")
                 if op not in self.handlers or not isinstance(args, dict):
                     raise ProtocolError(f"unknown op {op!r}")
-            except (ProtocolError, ValueError) as exc:
-                writer.write(encode({"ok": False, "error": error_body("protocol", str(exc))}))
+            except (ProtocolError, ValueError, RecursionError) as exc:
+                nested = isinstance(exc, RecursionError)
+                text = "not JSON: nested too deeply" if nested else str(exc)
+                writer.write(encode({"ok": False, "error": error_body("protocol", text)}))
                 await writer.drain()
                 continue
             if args.get("watch"):

@@ -45,6 +45,7 @@ def start_agent(home: Home, backend: str = "sim") -> int:
     home.check_socket_path()
     env = dict(os.environ, FLASHCTL_HOME=str(home.root))
     with open(home.log, "ab") as log:
+        offset = log.tell()  # what this agent writes starts here
         process = subprocess.Popen(
             [sys.executable, "-m", "flashctl", "agent", "run", "--backend", backend],
             stdin=subprocess.DEVNULL,
@@ -55,26 +56,37 @@ def start_agent(home: Home, backend: str = "sim") -> int:
         )
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
-        if process.poll() is not None:
+        # An agent started by another client at the same moment wins the lock; ours exits
+        # and that one serves. Only an exit with nobody holding the lock is a failure.
+        if process.poll() is not None and lock_holder(home) is None:
             raise AgentUnavailable(
-                f"the agent exited at start: {_last_line(home)}", f"see {home.log}"
+                f"the agent exited at start: {_exit_reason(home, offset)}", f"see {home.log}"
             )
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
                 probe.connect(str(home.socket))
-            return process.pid
         except OSError:
             time.sleep(0.02)
+            continue
+        holder = lock_holder(home)
+        return holder if holder is not None and holder > 0 else process.pid
     raise AgentUnavailable(
         f"the agent did not answer within {START_TIMEOUT:.0f} s", f"see {home.log}"
     )
 
 
-def _last_line(home: Home) -> str:
+def _exit_reason(home: Home, offset: int) -> str:
+    """What the agent printed before it exited: its error (without `error: `), else its last
+    line; only what this start wrote to the log counts."""
     try:
-        lines = home.log.read_text(errors="replace").strip().splitlines()
+        with open(home.log, "rb") as log:
+            log.seek(offset)
+            lines = log.read().decode(errors="replace").strip().splitlines()
     except OSError:
         return "(no log)"
+    errors = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
+    if errors:
+        return errors[-1]
     return lines[-1] if lines else "(empty log)"
 
 
