@@ -16,16 +16,22 @@ application holds (`pool`). Each step of length `dt`:
 1. NIC ingress. Each traffic source yields its packets for the step (constant: the rate;
    bursty: `burst` packets every `burst / rate`; ramp: a linear ramp to the rate) and RSS
    spreads them evenly over the ingress NF's threads. A packet needs a fill-ring frame
-   (none: it is lost and counted in `rx_fill_ring_empty_descs`, per packet) and a free RX
-   entry (none: lost; `rx_ring_full` +1 per delivery that did not fit, `rx_dropped` + the
-   packets). These are the only places the model loses packets.
+   (none: the NIC drops it; `rx_fill_ring_empty_descs` +1 per packet, zero-copy RX never
+   reached the socket) and a free RX entry (none: lost; `rx_ring_full` +1 per delivery that
+   did not fit, `rx_dropped` + the packets). These are the only places packets are lost.
 2. Every socket takes its turn, upstream first (topological order of the rules). A thread
    runs from `max(step start, ready_at)` to the step's end on its own core: it reaps its
    completion ring and refills its fill ring from the frames it holds (unless refilling is
-   switched off, `set_refill`), kicks its TX backlog, then processes RX in batches
-   (`batch` descriptors, `batchCost` + `cost` per packet, or `1 / capacity`), writes the
-   results to TX (never more than TX has room for), and kicks TX again. What is left of the
-   step depends on the polling mode:
+   switched off, `set_refill`), kicks its TX backlog, then processes RX in batches of
+   `batch` descriptors, writes the results to TX (never more than TX has room for), and
+   kicks TX again. A packet costs the NF's work (`cost`, default `Calibration.nf_ns`) plus
+   the data path's (library ring work, the redirect or NIC transmit, its share of a kick);
+   a batch costs one poll (`batchCost` replaces it). `capacity` instead sets the rate the
+   thread tops out at, the NF's work being what the data path leaves of `1 / capacity`.
+   A batch still unfinished when the step ends (RX not empty) goes on in the next step
+   without a new poll, and a saturated thread carries its leftover time (in 10 ns quanta),
+   so saturated throughput does not depend on the resolution. What is left of the step
+   depends on the polling mode:
 
    - busy: polls on (`polls`, `rx_empty_polls`): a full core at any load;
    - interrupt: sleeps in poll(POLLIN) as soon as RX and TX are empty, and pays
@@ -33,9 +39,10 @@ application holds (`pool`). Each step of length `dt`:
    - smart (FLASH's adaptive poll, `flash_txrx.c`): busy while traffic flows; sleeps in
      poll(POLLIN) after `idle_timeout` without packets; when TX is blocked and more than
      half full (POLLOUT not ready) it sleeps in poll(POLLOUT) until a downstream receiver
-     that drained its RX signals it (`recvfrom(MSG_MORE)`; the library's condition: the
-     receiver's RX more than half free and its fill ring more than half full) or the
-     1000 ms poll timeout expires. Busy and interrupt senders spin on sendto instead.
+     that drained its RX signals it (`recvfrom(MSG_MORE)`; the library's condition,
+     `__try_kick_rx`: the receiver's RX more than half free, its fill ring at least half
+     full) or the 1000 ms poll timeout expires. Busy and interrupt senders retry sendto
+     instead (every retry is a kick: `kicks`, `rx_ring_full` of the full target).
 
    NFs with no outgoing link are sinks: they consume packets and recycle the frames.
 
@@ -47,7 +54,8 @@ application holds (`pool`). Each step of length `dt`:
    left buffered by the previous kick), reserves RX entries, and moves
    `min(frames, free RX)` descriptors. A completion is posted for every moved descriptor
    (zero-copy: the sender gets the target's fill frame; copy: its own frame back after a
-   memcpy). What did not fit goes back to the head of the sender's TX ring, the last
+   memcpy), and the completion ring must have room for the window before it is peeked.
+   What did not fit goes back to the head of the sender's TX ring, the last
    target's leftovers first, and `rx_ring_full` of the target counts +1 per kick that was
    refused something (events, not packets). So backpressure is lossless, a target that
    stops refilling its fill ring stalls its senders, and a slow target's descriptors pile
@@ -79,11 +87,13 @@ the model is sequential (a ring only accepts what fits at that moment, and a rec
 its RX after its senders' turn), so a step must move less than a ring holds: at 100 GbE line
 rate (148.8 Mpps of 64 B frames) a 2,048-entry ring fills in 13.8 us, and a 10 us step
 carries 1,488 packets. Coarser steps cap throughput at `ring size / dt`; finer steps (1 us,
-`FINE_RESOLUTION`) resolve wake-up latency and bursts better. Wake-ups are at most one per
-thread per step, and a packet's queueing time is known to the step (see `latency()`).
+`FINE_RESOLUTION`) resolve wake-up latency and bursts better. Occupancy is read at step
+boundaries, so it differs from a finer step's by up to one step's flow per ring (a
+backpressured ring reads "size - rate x dt" rather than "full"). Wake-ups are at most one
+per thread per step, and a packet's queueing time is known to the step (see `latency()`).
 
-Arrival rates are rounded to a fraction with a denominator of at most 1,000 packets per
-second (relative error below 1e-9 for any rate above 1 kpps); costs are rounded to 1 ps. With
+Arrival rates are rounded to a fraction a/b pps with b <= 1,000 (an error below 0.001 pps,
+relative 1e-6 at 1 kpps, 1e-9 at 1 Mpps); costs are rounded to 1 ps. With
 integer state and a periodic input, a run settles into an exactly repeating cycle of steps;
 `run` detects it (the state at the same phase of the input repeats) and applies whole cycles
 at once, which changes no counter: `fast_forward=False` gives identical results, slower.
@@ -132,23 +142,27 @@ zero-copy hop. The ratio a test checks is derived from these constants, not from
 measurement.
 
 Limits: the redirect cost is charged to the sender when it produces a packet (not when the
-packet moves); NIC egress has no rate limit; a thread that sleeps in POLLIN is woken as if
-its first packet arrived at the start of the step; per-step queueing time is counted from
-ring occupancy at the end of the thread's turn.
+packet moves); NIC egress has no rate limit and no NIC RX ring sits in front of the fill
+ring; a thread that sleeps in POLLIN is woken as if its first packet arrived at the start of
+the step, so at light load interrupt mode counts fewer wake-ups than a real thread would;
+queueing time is counted from ring occupancy at the end of the thread's turn; copy costs
+use the sources' rate-weighted mean packet size; `tx_ring_empty_descs` counts busy polls
+that found TX empty (a busy poll drives the TX path), not driver NAPI polls.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from math import lcm
 from typing import Final, Literal
 
 from flashctl.backends.base import Rings, Sample, SocketSample
+from flashctl.chains.planner import Plan
 from flashctl.chains.spec import Chain as ChainDoc
 from flashctl.chains.spec import NFSim, PollMode, SimSpec
-from flashctl.chains.topology import SocketKey, expand
+from flashctl.chains.topology import SocketKey, Topology, expand
 
 PS_PER_NS: Final = 1_000
 PS_PER_S: Final = 10**12
@@ -157,9 +171,14 @@ FINE_RESOLUTION: Final = 1e-6
 FRAMES_PER_SOCKET: Final = 4096  # frames per socket (x umem scale), FLASH library / monitor
 DEFAULT_BURST: Final = 64
 _RATE_DENOMINATOR: Final = 1000  # arrival rates are fractions a/b pps with b <= this
-_MAX_SEEN: Final = 4096  # states remembered while looking for a repeating cycle
+_MAX_SEEN: Final = 512  # states remembered while looking for a repeating cycle
+_MAX_STRIDE: Final = 256  # look at every n-th candidate state at most
+# Leftover time a saturated thread carries into the next step, in these units: at most 10 ns
+# a step is lost (1% at 1 us), and the carried values stay few, so steady states repeat soon.
+_SPARE_QUANTUM: Final = 10 * PS_PER_NS
 
 Pattern = Literal["constant", "bursty", "ramp"]
+Kicker = Callable[["_Socket", int], tuple[int, bool]]
 
 # Counter slots of a socket, in `COUNTERS` order. Values ending in `_ps` are picoseconds.
 COUNTERS: Final = (
@@ -257,12 +276,19 @@ class RingSizes:
 
 @dataclass(frozen=True, slots=True)
 class Service:
-    """An NF thread: per-packet work, batch size and overhead, polling mode."""
+    """An NF thread: its work per packet, batch size and overhead, polling mode.
 
-    nf_ns: float
+    `nf_ns` is the NF's own work, on top of the data path's costs (ring work, redirect,
+    kicks, polls). `capacity_pps`, when given, is instead the rate the thread tops out at:
+    its NF work is whatever that leaves after the data path's costs (none if they already
+    exceed it), so a chain's `capacity: 1Mpps` NF forwards 1 Mpps whatever its hops cost.
+    """
+
+    nf_ns: float = 0.0
     batch: int = 64
     batch_ns: float | None = None  # per poll-loop iteration; None: one poll syscall
     poll: PollMode = "smart"
+    capacity_pps: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,6 +432,7 @@ class _Socket:
         "fill",
         "fill_size",
         "idle_ps",
+        "kicker",
         "mode",
         "multi",
         "pkt_ps",
@@ -453,6 +480,7 @@ class _Socket:
         self.idle_ps = 0
         self.carry = 0  # packets left in a poll-loop batch already paid for
         self.spare = 0  # ps left over by a saturated step, carried to the next
+        self.kicker: Kicker = _kick_nic  # how a kick moves TX: set by the wiring
         self.weights: tuple[int, ...] = ()
         self.prefix: tuple[int, ...] = ()
         self.split_r = 0
@@ -553,6 +581,7 @@ class DataPlane:
         self._fast_forward = fast_forward
         self._now = 0
         self._steps = 0
+        self._skipped = 0  # steps applied as whole repeated cycles rather than computed
         self._sockets = [_Socket(cfg) for cfg in sockets]
         self._by_id = {s.fid: s for s in self._sockets}
         self._size = _mean_size(sources)
@@ -560,6 +589,9 @@ class DataPlane:
         self._order: list[_Socket] = []
         self._seen: dict[tuple[object, ...], int] = {}
         self._phase0: tuple[tuple[int, int], ...] | None = None
+        self._stride = 1
+        self._candidates = 0
+        self._sleepers = 0  # threads in poll(POLLOUT): only then do receivers signal
         for s in self._sockets:
             self._wire(s, s.cfg.targets, s.cfg.chained, s.cfg.shares)
         self._rewired()
@@ -588,58 +620,37 @@ class DataPlane:
         """
         cal = calibration or Calibration()
         topology = expand(chain)
-        spec = chain.spec
         id_of = dict(ids) if ids is not None else {s.key: i for i, s in enumerate(topology.sockets)}
-        scale_of = {u.name: u.scale for u in spec.umems}
-        senders = {h.source.nf for h in topology.hops}
-        configs: list[SocketConfig] = []
-        for sock in topology.sockets:
-            fid = id_of.get(sock.key)
-            if fid is None:
-                continue
-            wanted = [id_of.get(t) for t in topology.next_of(sock.key)]
-            targets = tuple(t for t in wanted if t is not None) if None not in wanted else ()
-            if rules is not None and fid in rules:
-                targets = tuple(rules[fid])
-            if fid in stalled:
-                targets = ()
-            scale = scale_of.get(sock.umem, 1)
-            nf = spec.nfs[sock.key.nf]
-            configs.append(
-                SocketConfig(
-                    flash_id=fid,
-                    name=str(sock.key),
-                    umem=sock.umem,
-                    service=_service(nf.sim, spec.sim, cal),
-                    rings=_rings(spec.sim, scale),
-                    frames=FRAMES_PER_SOCKET * scale,
-                    targets=targets,
-                    chained=bool(targets) or fid in stalled,
-                    sink=sock.key.nf not in senders and sock.key.nf not in topology.egress,
-                    tx_budget=spec.sim.tx_budget,
-                    shares=tuple(shares[fid]) if shares is not None and fid in shares else None,
-                )
-            )
-        sources = [
-            SourceConfig(
-                name=t.name or f"traffic-{i}",
-                sockets=tuple(
-                    id_of[key]
-                    for th in range(spec.nfs[t.into].thread_count)
-                    if (key := SocketKey(t.into, th)) in id_of
-                ),
-                pps=t.pps,
-                size=t.size,
-                pattern=t.pattern,
-                burst=t.burst or DEFAULT_BURST,
-                ramp_s=(t.ramp or 0.0) / 1e9,
-            )
-            for i, t in enumerate(spec.traffic)
-        ]
+        configs = _socket_configs(chain, topology, id_of, rules, stalled, shares or {}, cal)
+        sources = _source_configs(chain, id_of)
         return cls(
             configs,
             sources,
             calibration=cal,
+            resolution=resolution,
+            fast_forward=fast_forward,
+        )
+
+    @classmethod
+    def from_plan(
+        cls,
+        chain: ChainDoc,
+        plan: Plan,
+        *,
+        stalled: Collection[int] = (),
+        calibration: Calibration | None = None,
+        resolution: float = DEFAULT_RESOLUTION,
+        fast_forward: bool = True,
+    ) -> DataPlane:
+        """The data plane of a planned chain once its rules are written: the plan's bound
+        sockets with their flash-ids, each with its resolved `next` list (pending: none)."""
+        ids = {b.socket: b.flash_id for b in plan.bindings if b.flash_id is not None}
+        return cls.from_chain(
+            chain,
+            ids=ids,
+            rules=plan.desired(),
+            stalled=stalled,
+            calibration=calibration,
             resolution=resolution,
             fast_forward=fast_forward,
         )
@@ -661,7 +672,13 @@ class DataPlane:
 
     @property
     def steps(self) -> int:
+        """Steps advanced so far, computed or skipped."""
         return self._steps
+
+    @property
+    def skipped_steps(self) -> int:
+        """Steps applied as whole repeated cycles by `run` (fast forward) instead of computed."""
+        return self._skipped
 
     def step(self, dt: float | None = None) -> None:
         """Advance by one step of `dt` seconds (default: the resolution)."""
@@ -832,13 +849,13 @@ class DataPlane:
     def _turn(self, s: _Socket, t0: int, end: int) -> None:
         """One thread's share of a step: wake, recycle frames, kick, process, then idle."""
         c = s.c
-        start = s.ready_at if s.ready_at > t0 else t0
-        if (s.state and not self._wake(s, t0)) or start >= end:
-            step = end - t0
-            c[RX_WAIT] += s.rx * step
-            c[TX_WAIT] += s.tx * step
+        if s.state and not self._wake(s, t0):
+            _wait(s, end - t0)
             return
         start = s.ready_at if s.ready_at > t0 else t0
+        if start >= end:  # still waking up
+            _wait(s, end - t0)
+            return
         # Time left over by the previous step, less than a packet: the thread was mid-packet.
         avail = end - start + s.spare
         s.spare = 0
@@ -855,7 +872,7 @@ class DataPlane:
         used = 0
         blocked = False
         if s.tx:
-            sent, blocked = self._kick(s, avail // kick or 1)
+            sent, blocked = s.kicker(s, avail // kick or 1)
             used = sent * kick // s.budget + (kick if blocked else 0)
         n = 0
         if s.rx and used < avail:
@@ -867,7 +884,7 @@ class DataPlane:
             if n:
                 used += self._process(s, n, start - t0)
                 if not s.sink:
-                    sent, blocked = self._kick(s, (avail - used) // kick or 1)
+                    sent, blocked = s.kicker(s, (avail - used) // kick or 1)
                     used += sent * kick // s.budget + (kick if blocked else 0)
         if not s.rx:
             s.carry = 0  # the poll loop found RX dry: the next packet starts a new batch
@@ -877,7 +894,7 @@ class DataPlane:
         step = end - t0
         c[RX_WAIT] += s.rx * step
         c[TX_WAIT] += s.tx * step
-        if n and s.senders:
+        if n and self._sleepers and s.senders:
             self._signal(s, start + used)
 
     def _process(self, s: _Socket, n: int, waited: int) -> int:
@@ -914,6 +931,7 @@ class DataPlane:
         if blocked and s.tx:  # backpressure: POLLOUT wait (smart) or sendto retries
             if s.mode == _SMART and s.tx > s.tx_size >> 1:
                 s.state = _SLEEP_OUT
+                self._sleepers += 1
                 s.slept_at = start + used
                 c[BP_SLEEPS] += 1
                 return min(used, span)
@@ -923,8 +941,8 @@ class DataPlane:
                 self._spin(s, spins)
             return span
         if s.rx or s.tx:  # out of time with work left: keep the crumbs for the next step
-            if s.rx:  # whole nanoseconds, so that a saturated thread's steps still repeat
-                s.spare = min(rest, s.est_ps + s.batch_ps) // PS_PER_NS * PS_PER_NS
+            if s.rx:  # in coarse quanta, so that a saturated thread's steps still repeat
+                s.spare = min(rest, s.est_ps + s.batch_ps) // _SPARE_QUANTUM * _SPARE_QUANTUM
             return span
         if s.mode == _INTERRUPT:
             s.state = _SLEEP_IN
@@ -958,6 +976,7 @@ class DataPlane:
             if t0 - s.slept_at < k.pollout_timeout:
                 return False
             s.ready_at = t0
+            self._sleepers -= 1
         s.state = _RUN
         s.c[WAKEUPS] += 1
         s.c[CPU] += k.wake_cpu
@@ -971,24 +990,13 @@ class DataPlane:
         for s in t.senders:
             if s.state == _SLEEP_OUT:
                 s.state = _RUN
+                self._sleepers -= 1
                 s.ready_at = at + k.wake_latency
                 s.c[WAKEUPS] += 1
                 s.c[CPU] += k.wake_cpu
                 t.c[WAKEUPS_SENT] += 1
 
     # --- redirect --------------------------------------------------------------------------
-
-    def _kick(self, s: _Socket, windows: int) -> tuple[int, bool]:
-        """Kick TX up to `windows` times; returns (descriptors moved, whether TX is blocked)."""
-        if s.egress:
-            return _kick_nic(s, windows)
-        if not s.edges:  # chained without outflows: the head descriptor is invalid
-            s.c[TX_INVALID] += 1
-            s.c[KICKS] += 1
-            return 0, True
-        if s.multi:
-            return _kick_multi(s, windows)
-        return _kick_one(s, s.edges[0], windows)
 
     def _spin(self, s: _Socket, spins: int) -> None:
         """`spins` more sendto() retries on a blocked TX: the head window fails each time."""
@@ -1064,6 +1072,12 @@ class DataPlane:
         s.chained = bool(targets) if chained is None else chained or bool(targets)
         s.egress = not s.chained and not s.sink
         s.multi = len(s.edges) > 1
+        if s.egress or s.sink:
+            s.kicker = _kick_nic
+        elif not s.edges:
+            s.kicker = _kick_stalled
+        else:
+            s.kicker = _kick_multi if s.multi else _kick_one
         if s.multi and not old_multi:
             s.runs = [[0, s.tx]] if s.tx else []  # single-target descriptors carry index 0
         elif not s.multi:
@@ -1096,10 +1110,16 @@ class DataPlane:
             hop = sum(w * e.hop_ps for w, e in zip(s.weights, s.edges, strict=True)) // total
         else:
             hop = k.zero_copy
-        s.pkt_ps = round(service.nf_ns * PS_PER_NS) + k.ring + hop
         s.batch_ps = k.poll if service.batch_ns is None else round(service.batch_ns * PS_PER_NS)
+        kick = 0 if s.sink else k.kick // s.budget
+        if service.capacity_pps:
+            per_packet = round(PS_PER_S / service.capacity_pps)
+            work = max(0, per_packet - k.ring - hop - kick - s.batch_ps // s.batch)
+        else:
+            work = round(service.nf_ns * PS_PER_NS)
+        s.pkt_ps = work + k.ring + hop
         # At least 1 ps a packet: a thread never does unbounded work in a finite step.
-        s.est_ps = max(1, s.pkt_ps if s.sink else s.pkt_ps + k.kick // s.budget)
+        s.est_ps = max(1, s.pkt_ps + kick)
 
     def _rewired(self) -> None:
         """Recompute senders and the upstream-first order after a rule change."""
@@ -1117,6 +1137,8 @@ class DataPlane:
     def _reset_cycles(self) -> None:
         self._seen.clear()
         self._phase0 = None
+        self._stride = 1
+        self._candidates = 0
 
     def _phase(self) -> tuple[tuple[int, int], ...]:
         return tuple((src.acc, src.rr) for src in self._sources)
@@ -1133,12 +1155,18 @@ class DataPlane:
             self._phase0 = phase
         elif phase != self._phase0:
             return False
+        # Only every `stride`-th candidate is examined: a cycle of p steps still shows as one
+        # of lcm(p, stride * phase period), and a long search costs less and less per step.
+        self._candidates += 1
+        if self._candidates % self._stride:
+            return False
         key = self._key()
         seen_at = self._seen.get(key)
         if seen_at is None:
             if len(self._seen) >= _MAX_SEEN:
-                self._reset_cycles()
-                return False
+                self._seen.clear()
+                self._stride = min(2 * self._stride, _MAX_STRIDE)
+                self._candidates = 0
             self._seen[key] = self._steps
             return False
         period = self._steps - seen_at
@@ -1209,6 +1237,7 @@ class DataPlane:
             s.slept_at += shift
         self._now += shift
         self._steps += cycles * period
+        self._skipped += cycles * period
 
     # --- sampling --------------------------------------------------------------------------
 
@@ -1223,6 +1252,13 @@ class DataPlane:
 
 
 # --- helpers -------------------------------------------------------------------------------
+
+
+def _kick_stalled(s: _Socket, windows: int) -> tuple[int, bool]:
+    """Chained without outflows: the head descriptor has nowhere to go (tx_invalid_descs)."""
+    s.c[TX_INVALID] += 1
+    s.c[KICKS] += 1
+    return 0, True
 
 
 def _kick_nic(s: _Socket, windows: int) -> tuple[int, bool]:
@@ -1247,9 +1283,10 @@ def _kick_nic(s: _Socket, windows: int) -> tuple[int, bool]:
     return m, blocked
 
 
-def _kick_one(s: _Socket, e: _Edge, windows: int) -> tuple[int, bool]:
+def _kick_one(s: _Socket, windows: int) -> tuple[int, bool]:
     """One target. When everything fits, all of TX moves at once; otherwise whole windows
     move in bulk while they fit, then one kernel window (`_offer`) meets the limit."""
+    e = s.edges[0]
     t = e.target
     b = s.budget
     tx = s.tx
@@ -1406,17 +1443,26 @@ def _offer(e: _Edge, want: int) -> int:
 
 
 def _refuse(e: _Edge, want: int, kicks: int) -> None:
-    """The counters of `kicks` identical failed kicks offering `want` descriptors to `e`."""
+    """The counters of `kicks` more kicks offering `want` descriptors to `e` and moving none:
+    what `_offer` would count on the blocked state, times `kicks`."""
     if want <= 0:
         return
     e.held_back += want * kicks
     t = e.target
     if t is None:
         return
-    if e.buffered + t.fill == 0:
+    short = want - e.buffered
+    if short > 0 and t.fill < short:
         t.c[FILL_EMPTY] += kicks
-    elif t.rx == t.rx_size:
+    frames = min(e.buffered + t.fill, want)
+    if frames and t.rx_size - t.rx < frames:
         t.c[RX_RING_FULL] += kicks
+
+
+def _wait(s: _Socket, step: int) -> None:
+    """Packet-time queued in a socket's rings over a step it did not run."""
+    s.c[RX_WAIT] += s.rx * step
+    s.c[TX_WAIT] += s.tx * step
 
 
 def _push_head(runs: list[list[int]], index: int, count: int) -> None:
@@ -1483,15 +1529,93 @@ def _mean_size(sources: Iterable[SourceConfig]) -> int:
     return round(weighted / total) if total else 64
 
 
+def _socket_configs(
+    chain: ChainDoc,
+    topology: Topology,
+    id_of: Mapping[SocketKey, int],
+    rules: Mapping[int, Sequence[int]] | None,
+    stalled: Collection[int],
+    shares: Mapping[int, Sequence[float]],
+    cal: Calibration,
+) -> list[SocketConfig]:
+    """One config per bound NF thread, with its rings, frames, service and `next` list."""
+    spec = chain.spec
+    scale_of = {u.name: u.scale for u in spec.umems}
+    senders = {h.source.nf for h in topology.hops}
+    configs: list[SocketConfig] = []
+    for sock in topology.sockets:
+        fid = id_of.get(sock.key)
+        if fid is None:
+            continue
+        scale = scale_of.get(sock.umem, 1)
+        configs.append(
+            SocketConfig(
+                flash_id=fid,
+                name=str(sock.key),
+                umem=sock.umem,
+                service=_service(spec.nfs[sock.key.nf].sim, spec.sim, cal),
+                rings=_rings(spec.sim, scale),
+                frames=FRAMES_PER_SOCKET * scale,
+                targets=_targets(topology, sock.key, fid, id_of, rules, stalled),
+                chained=fid in stalled or None,
+                sink=sock.key.nf not in senders and sock.key.nf not in topology.egress,
+                tx_budget=spec.sim.tx_budget,
+                shares=tuple(shares[fid]) if fid in shares else None,
+            )
+        )
+    return configs
+
+
+def _targets(
+    topology: Topology,
+    key: SocketKey,
+    fid: int,
+    id_of: Mapping[SocketKey, int],
+    rules: Mapping[int, Sequence[int]] | None,
+    stalled: Collection[int],
+) -> tuple[int, ...]:
+    """The data path's `next` list: as given, else the chain's if every target is bound (a
+    pending rule is not written: the socket still sends to the NIC)."""
+    if fid in stalled:
+        return ()
+    if rules is not None and fid in rules:
+        return tuple(rules[fid])
+    wanted = [id_of.get(t) for t in topology.next_of(key)]
+    return tuple(t for t in wanted if t is not None) if None not in wanted else ()
+
+
+def _source_configs(chain: ChainDoc, id_of: Mapping[SocketKey, int]) -> list[SourceConfig]:
+    """The chain's traffic, into the bound threads of each ingress NF (none bound: no traffic,
+    since no socket would receive it)."""
+    sources = []
+    for i, traffic in enumerate(chain.spec.traffic):
+        threads = range(chain.spec.nfs[traffic.into].thread_count)
+        keys = [SocketKey(traffic.into, thread) for thread in threads]
+        sockets = tuple(id_of[key] for key in keys if key in id_of)
+        if not sockets:
+            continue
+        sources.append(
+            SourceConfig(
+                name=traffic.name or f"traffic-{i}",
+                sockets=sockets,
+                pps=traffic.pps,
+                size=traffic.size,
+                pattern=traffic.pattern,
+                burst=traffic.burst or DEFAULT_BURST,
+                ramp_s=(traffic.ramp or 0.0) / 1e9,
+            )
+        )
+    return sources
+
+
 def _service(sim: NFSim, chain_sim: SimSpec, cal: Calibration) -> Service:
-    if sim.cost is not None:
-        nf_ns = sim.cost
-    elif sim.capacity is not None:
-        nf_ns = 1e9 / sim.capacity.value
-    else:
-        nf_ns = cal.nf_ns
+    """`cost` is NF work on top of the data path; `capacity` the thread's top rate."""
     return Service(
-        nf_ns=nf_ns, batch=sim.batch, batch_ns=sim.batch_cost, poll=sim.poll or chain_sim.poll
+        nf_ns=sim.cost if sim.cost is not None else cal.nf_ns,
+        batch=sim.batch,
+        batch_ns=sim.batch_cost,
+        poll=sim.poll or chain_sim.poll,
+        capacity_pps=sim.capacity.value if sim.capacity is not None else None,
     )
 
 
