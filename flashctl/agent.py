@@ -21,10 +21,11 @@ import socket
 import struct
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flashctl import __version__
 from flashctl.backends.base import Backend
+from flashctl.backends.simplane import LivePlane, attach, drive
 from flashctl.engine import ApplyReport, Engine, Prepare
 from flashctl.errors import ExitCode, FlashctlError
 from flashctl.home import AgentLock, Home
@@ -38,6 +39,9 @@ from flashctl.protocol import (
     hello,
 )
 from flashctl.store import Store
+
+if TYPE_CHECKING:
+    from flashctl.chains.spec import Chain
 
 MAX_CONNECTIONS = 64
 HELLO_TIMEOUT = 5.0
@@ -108,6 +112,7 @@ class Agent:
         self.connections = 0
         self.engine: Engine
         self.store: Store
+        self.live: LivePlane | None = None  # the data-plane model, on the simulated backend
         self.handlers: dict[str, Handler] = {
             "status": self.op_status,
             "apply": self.op_apply,
@@ -117,6 +122,7 @@ class Agent:
             "events": self.op_events,
             "sim": self.op_sim,
             "agent": self.op_agent,
+            "top": self.op_top,
         }
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -137,6 +143,7 @@ class Agent:
             backend, prepare = make_backend(self.backend_name, self.home, self.kernel)
             self.engine = Engine(backend, self.store, prepare=prepare)
             self.engine.load_active()
+            self.live = attach(backend, self._running_chains)
             loop = asyncio.get_running_loop()
             backend.subscribe(lambda: self._wake_soon(loop))
             with contextlib.suppress(FileNotFoundError):
@@ -150,18 +157,27 @@ class Agent:
             self.store.add_event(
                 "agent", f"agent {__version__} started (pid {os.getpid()}, {backend.info().name})"
             )
-            reconciler = asyncio.create_task(self._reconcile_loop())
+            tasks = [asyncio.create_task(self._reconcile_loop())]
+            if self.live is not None:
+                tasks.append(asyncio.create_task(drive(self.live, self._model_failed)))
             async with server:
                 await self.stopping.wait()
-            reconciler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reconciler
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             backend.close()
             self.store.add_event("agent", f"agent stopped (pid {os.getpid()})")
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.home.socket)
             self.store.close()
+
+    def _running_chains(self) -> dict[str, Chain]:
+        return {name: running.chain for name, running in self.engine.running.items()}
+
+    def _model_failed(self, message: str) -> None:
+        self.store.add_event("error", message)
 
     def _wake_soon(self, loop: asyncio.AbstractEventLoop) -> None:
         # Churn may be noticed off the loop's thread (native uevents): hand it over safely.
@@ -375,6 +391,17 @@ class Agent:
             result = control(self.engine, str(args["action"]), args)
         self.wake.set()
         return result
+
+    async def op_top(self, args: dict[str, Any], peer: Peer) -> Any:
+        """Every running chain's sockets with rings and cumulative counters (`top`), and the
+        state of the data-plane model when there is one."""
+        from flashctl.topdata import top_data
+
+        async with self.lock:
+            data = top_data(self.engine, args.get("chain"))
+            # Read with the sample, before anything else runs: model times match its `at`.
+            data["model"] = self.live.info() if self.live is not None else None
+        return data
 
     async def op_agent(self, args: dict[str, Any], peer: Peer) -> Any:
         action = args.get("action", "status")

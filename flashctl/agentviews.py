@@ -89,22 +89,26 @@ def status_view(data: dict[str, Any]) -> Group:
             title_justify="left",
             title_style=STATE_STYLE.get(chain["state"], ""),
         )
-        for column in ("socket", "flash-id", "queue", "next", "state", "reason / action"):
-            table.add_column(column)
+        # Traffic figures only where the backend samples counters (the simulator's model).
+        sampled = any("counters" in sock for sock in chain["sockets"])
+        columns = ["socket", "flash-id", "queue", "next", "state", "reason / action"]
+        for column in columns[:4] + (["pps in/out"] if sampled else []) + columns[4:]:
+            table.add_column(column, justify="right" if column == "pps in/out" else "left")
         for sock in chain["sockets"]:
             state = sock["state"]
             reason = sock.get("reason", "")
             if sock.get("action"):
                 reason = f"{reason} -> {sock['action']}"
             queue = "-" if sock.get("queue") is None else f"{sock['interface']} q{sock['queue']}"
-            table.add_row(
+            cells: list[str | Text] = [
                 sock["socket"],
                 "-" if sock.get("flashId") is None else str(sock["flashId"]),
                 queue,
                 _ids(sock.get("next")),
-                Text(state, style=STATE_STYLE.get(state, "")),
-                Text(reason),
-            )
+            ]
+            if sampled:
+                cells.append(_pps_in_out(sock.get("rates")))
+            table.add_row(*cells, Text(state, style=STATE_STYLE.get(state, "")), Text(reason))
         parts.append(table)
     if data.get("orphans"):
         table = Table(title="orphaned rules", title_justify="left", title_style="magenta")
@@ -121,6 +125,21 @@ def status_view(data: dict[str, Any]) -> Group:
             )
         parts.append(table)
     return Group(*parts)
+
+
+def _si(value: float) -> str:
+    for prefix, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.3g}{prefix}"
+    return f"{value:.3g}" if value else "0"
+
+
+def _pps_in_out(rates: dict[str, float] | None) -> str:
+    """`5M/4.98M`: the agent's recent packets per second into RX and out; `-` before it has
+    measured any."""
+    if not rates:
+        return "-"
+    return f"{_si(rates.get('pps_in', 0.0))}/{_si(rates.get('pps_out', 0.0))}"
 
 
 def history_table(chain: str, revisions: Sequence[dict[str, Any]]) -> Table:

@@ -689,6 +689,116 @@ def sim_add_socket(
     )
 
 
+@app.command()
+def top(
+    chain: Annotated[
+        str | None,
+        typer.Option("--chain", help="Show only this chain (the c key cycles).", metavar="NAME"),
+    ] = None,
+    interval: Annotated[
+        float, typer.Option(min=0.02, help="Seconds between refreshes.", metavar="SECONDS")
+    ] = 0.25,
+    once: Annotated[
+        bool, typer.Option("--once", help="Print one sample (two snapshots --interval apart).")
+    ] = False,
+    output: Annotated[
+        TableFormat, typer.Option("-o", "--output", help="json: one sample (implies --once).")
+    ] = TableFormat.table,
+) -> None:
+    """Live view of the chains' sockets: ring occupancy, pps in/out, backpressure, CPU and
+    the bottleneck. Keys: s sort, c chain filter, p or space pause, q quit."""
+    from flashctl import topview
+
+    with _client() as client:
+
+        def fetch() -> Any:
+            return client.call("top")
+
+        running = topview.chains_in(fetch())
+        if chain is not None and chain not in running:
+            known = ", ".join(running) or "none"
+            raise InputError(f"no running chain named {chain!r}", f"running chains: {known}")
+        if once or output is TableFormat.json:
+            before, after, analysis = topview.once(fetch, interval)
+            if output is TableFormat.json:
+                data = topview.sample_data(before, after, analysis, chain)
+                typer.echo(json.dumps(data, indent=2))
+            else:
+                _print(topview.render(analysis, topview.ViewState(chain=chain)))
+            return
+        from flashctl.agentviews import console
+
+        # A long-running command: collect again (main() switched the collector off), but
+        # not through what start-up built, which stays (frozen out of the collector's walks).
+        gc.collect()
+        gc.freeze()
+        gc.enable()
+        with topview.keyboard() as keys:
+            topview.live(fetch, interval=interval, chain=chain, console=console(), keys=keys)
+
+
+@app.command()
+def simulate(
+    file: OneFile,
+    duration: Annotated[
+        str | None,
+        typer.Option(
+            help="Model time to simulate (default 10s; with --sweep, 500ms per load).",
+            metavar="TIME",
+        ),
+    ] = None,
+    rate: Annotated[
+        str | None,
+        typer.Option(
+            help="Offered load: a total (8Mpps, 10Gbps) or a factor of the chain's traffic "
+            "(2x, 150%).",
+            metavar="RATE",
+        ),
+    ] = None,
+    sweep: Annotated[
+        str | None,
+        typer.Option(
+            help="Run at STEPS loads from FROM to TO (1Mpps:20Mpps:10) and find where the "
+            "chain saturates (less than 99% delivered), refined by bisection.",
+            metavar="FROM:TO:STEPS",
+        ),
+    ] = None,
+    resolution: Annotated[
+        str,
+        typer.Option(help="Model time step (1us resolves bursts better, slower).", metavar="TIME"),
+    ] = "10us",
+    interval: Annotated[
+        str | None,
+        typer.Option(help="Sample every TIME (default: about 300 samples).", metavar="TIME"),
+    ] = None,
+    out: Annotated[
+        Path, typer.Option("--out", help="Directory for the PNG and SVG plots.", metavar="DIR")
+    ] = Path("."),
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the plots.")] = True,
+    output: Annotated[TableFormat, typer.Option("-o", "--output")] = TableFormat.table,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    chain: ChainOption = None,
+) -> None:
+    """Run a chain's simulated data plane as fast as possible: throughput per NF, drops,
+    bottleneck and headroom, CPU, plots over time; --sweep finds the saturation point."""
+    from flashctl import simcommand
+
+    options = simcommand.Options(
+        duration=simcommand.seconds(duration, "--duration") if duration is not None else None,
+        resolution=simcommand.seconds(resolution, "--resolution"),
+        interval=simcommand.seconds(interval, "--interval") if interval is not None else None,
+        rate=rate,
+        sweep=sweep,
+        out=out,
+        plots=plots,
+        json=output is TableFormat.json,
+        quiet=quiet,
+    )
+    loaded = _load([file])
+    _print_warnings(loaded)
+    simcommand.run([item.chain for item in _select(loaded, chain)], options, _print)
+
+
 def _report(error: FlashctlError) -> int:
     lines = error.lines()
     for line in lines:

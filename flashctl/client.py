@@ -69,7 +69,13 @@ def start_agent(home: Home, backend: str = "sim") -> int:
             time.sleep(0.02)
             continue
         holder = lock_holder(home)
-        return holder if holder is not None and holder > 0 else process.pid
+        if holder is None or holder <= 0 or holder == process.pid:
+            return process.pid
+        # Another client's agent won. Ours may still be starting: were it left to run, it
+        # would take over the moment the winner stops. It holds nothing yet; end it.
+        process.terminate()
+        process.wait()
+        return holder
     raise AgentUnavailable(
         f"the agent did not answer within {START_TIMEOUT:.0f} s", f"see {home.log}"
     )
@@ -98,11 +104,13 @@ class Client:
         autostart: bool = True,
         backend: str = "sim",
         say: Callable[[str], None] = lambda text: print(text, file=sys.stderr),
+        start_timeout: float = START_TIMEOUT,
     ) -> None:
         self.home = home
         self.autostart = autostart
         self.backend = backend
         self.say = say
+        self.start_timeout = start_timeout  # how long an agent that holds the lock may take
         self.sock: socket.socket | None = None
         self.buffer = b""
         self.agent: dict[str, Any] = {}
@@ -124,23 +132,40 @@ class Client:
         try:
             self._open()
         except (FileNotFoundError, ConnectionRefusedError):
-            holder = lock_holder(self.home)
-            if holder is not None:
+            if not self._await_starting_agent():
+                self._start_and_open()
+        self._greet()
+
+    def _await_starting_agent(self) -> bool:
+        """An agent holds the lock but does not listen yet: it is starting (another command
+        started it a moment ago), or hung. True once it answers; False if no agent holds the
+        lock (any more)."""
+        deadline = time.monotonic() + self.start_timeout
+        while (holder := lock_holder(self.home)) is not None:
+            try:
+                self._open()
+                return True
+            except (FileNotFoundError, ConnectionRefusedError):
+                pass
+            if time.monotonic() > deadline:
                 raise AgentUnavailable(
                     f"the agent (pid {holder}) holds {self.home.lock} but does not answer on "
                     f"{self.home.socket}",
                     f"wait for it to start, or stop it: kill {holder}",
-                ) from None
-            if not self.autostart:
-                raise AgentUnavailable(
-                    f"no agent is running for {self.home.root}", "start one: `flashctl agent start`"
-                ) from None
-            stale = self.home.socket.exists()
-            pid = start_agent(self.home, self.backend)
-            note = ", replacing a stale socket" if stale else ""
-            self.say(f"started agent (pid {pid}, {self.backend} backend, {self.home.root}{note})")
-            self._open()
-        self._greet()
+                )
+            time.sleep(0.02)
+        return False
+
+    def _start_and_open(self) -> None:
+        if not self.autostart:
+            raise AgentUnavailable(
+                f"no agent is running for {self.home.root}", "start one: `flashctl agent start`"
+            )
+        stale = self.home.socket.exists()
+        pid = start_agent(self.home, self.backend)
+        note = ", replacing a stale socket" if stale else ""
+        self.say(f"started agent (pid {pid}, {self.backend} backend, {self.home.root}{note})")
+        self._open()
 
     def _open(self) -> None:
         self.home.check_socket_path()

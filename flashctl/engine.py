@@ -102,7 +102,8 @@ class Engine:
 
     def load_active(self) -> None:
         """Take up the committed revisions (after a restart); mark crashed applies."""
-        for revision in self.store.interrupt_pending():
+        interrupted = self.store.interrupt_pending()
+        for revision in interrupted:
             self.store.add_event(
                 "interrupted",
                 f"rev {revision.rev} of {revision.chain} was interrupted before it committed; "
@@ -123,6 +124,33 @@ class Engine:
             for item in loaded.chains:
                 if item.chain.name == revision.chain:
                     self.running[revision.chain] = Running.of(item.chain, revision)
+        for revision in interrupted:
+            self._clear_interrupted(revision)
+
+    def _clear_interrupted(self, revision: Revision) -> None:
+        """A crashed apply may have written rules on sockets that the chain's committed
+        revision does not own (every socket, for a new chain): nothing would reconcile them,
+        so clear them, upstream first. The committed revision's sockets are left to the
+        reconcile pass."""
+        source = revision.source or f"{revision.chain}@rev{revision.rev}"
+        try:
+            loaded = load_sources([(source, revision.spec_text)])
+        except ChainError:
+            return
+        for item in loaded.chains:
+            if item.chain.name != revision.chain:
+                continue
+            inventory, observed = self.observe()
+            crashed = plan(item.chain, inventory)
+            running = self.running.get(revision.chain)
+            kept = (
+                plan(running.chain, inventory, running.topology).owned_ids
+                if running is not None
+                else frozenset()
+            )
+            changes = teardown(crashed, observed, crashed.owned_ids - kept)
+            with contextlib.suppress(BackendError):  # logged as an event; shown as orphans
+                self._perform(changes.writes, revision.chain, [])
 
     # --- reading the host ----------------------------------------------------------------
 
@@ -496,6 +524,8 @@ def _chain_status(
             socket_sample = sample.get(rule.flash_id)
             if socket_sample is not None:
                 entry["counters"] = dict(socket_sample.counters)
+                if socket_sample.rates:
+                    entry["rates"] = dict(socket_sample.rates)
         sockets.append(entry)
     states = [s["state"] for s in sockets]
     overall = (

@@ -106,12 +106,13 @@ class Rings:
 class SocketSample:
     flash_id: int
     rings: Rings = field(default_factory=Rings)
-    counters: dict[str, float] = field(default_factory=dict)
+    counters: dict[str, float] = field(default_factory=dict)  # cumulative
+    rates: dict[str, float] = field(default_factory=dict)  # recent, per second (pps_in, pps_out)
 
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    at: float
+    at: float  # seconds on the backend's clock (the simulator's: model time)
     sockets: tuple[SocketSample, ...] = ()
 
 

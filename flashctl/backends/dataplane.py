@@ -694,6 +694,11 @@ class DataPlane:
     def advance(self, duration: float) -> None:
         self._run(self._now + round(duration * PS_PER_S))
 
+    def run_ps(self, until: int) -> None:
+        """`run` to an instant in integer picoseconds: a caller that runs for hours (the
+        agent's real-time runner) keeps its step boundaries exact, which float seconds lose."""
+        self._run(until)
+
     # --- control ---------------------------------------------------------------------------
 
     def set_rules(

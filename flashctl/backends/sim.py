@@ -284,6 +284,8 @@ class SimBackend:
         self.host = host
         self.uid = uid
         self.clock = clock
+        # The data-plane model's sampler, when the agent runs one (backends.simplane.attach).
+        self.sampler: Callable[[], Sample] | None = None
 
     def info(self) -> BackendInfo:
         variant = self.host.sysfs.variant
@@ -327,6 +329,8 @@ class SimBackend:
             self.host.save()  # a failed rewrite can still have changed state (torn rules)
 
     def sample(self) -> Sample:
+        if self.sampler is not None:
+            return self.sampler()
         return Sample(at=self.clock())
 
     def subscribe(self, listener: ChurnListener) -> None:
