@@ -215,11 +215,7 @@ class _Builder:
         if event.tag not in (None, "!") and not str(event.tag).startswith("tag:yaml.org,2002:"):
             raise self.fail(where, f"unsupported tag {event.tag!r}", "chain files use plain YAML")
         if len(self.stack) >= self.limits.max_depth:
-            raise self.fail(
-                where,
-                f"the document nests deeper than {self.limits.max_depth} levels",
-                "a chain file is a few levels deep; is this the right file?",
-            )
+            raise _too_deep(self.doc.source, where, self.limits)
         top = self.stack[-1] if self.stack else None
         if top is not None and isinstance(top.container, dict) and not top.has_key:
             raise self.fail(where, "a mapping key must be a plain value, not a collection")
@@ -270,13 +266,16 @@ _SCALAR_CONSTRUCTORS: dict[str, Callable[[yaml.ScalarNode], Any]] = {
 _RESOLVER = yaml.resolver.Resolver()
 
 
-def _events(text: str, source: str) -> Iterator[Any]:
+def _events(text: str, source: str, limits: Limits) -> Iterator[Any]:
     try:
         yield from yaml.parse(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = _loc(mark) if mark else (1, 1)
         problem = exc.problem or exc.context or "invalid YAML"
+        if "nesting depth" in problem:
+            # Newer libyaml scans ahead and stops deep nesting itself: same refusal, our words.
+            raise _too_deep(source, where, limits) from None
         raise _error(source, where, f"invalid YAML: {problem}") from None
     except yaml.reader.ReaderError as exc:
         raise _error(
@@ -287,6 +286,15 @@ def _events(text: str, source: str) -> Iterator[Any]:
         ) from None
     except yaml.YAMLError as exc:
         raise _error(source, (1, 1), f"invalid YAML: {exc}") from None
+
+
+def _too_deep(source: str, where: Location, limits: Limits) -> SourceError:
+    return _error(
+        source,
+        where,
+        f"the document nests deeper than {limits.max_depth} levels",
+        "a chain file is a few levels deep; is this the right file?",
+    )
 
 
 def _index(mark: Any) -> int:
@@ -312,7 +320,7 @@ def parse_documents(text: str, source: str, limits: Limits = Limits()) -> list[D
     documents: list[Document] = []
     builder: _Builder | None = None
     begin = 0  # a document's text runs from the previous one's end: its leading comments too
-    for event in _events(text, source):
+    for event in _events(text, source, limits):
         if isinstance(event, yaml.DocumentStartEvent):
             if len(documents) >= limits.max_documents:
                 raise _error(
