@@ -28,13 +28,18 @@ The target (issue): >= 150 Mpps of modeled traffic per wall-second, i.e. ratio >
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from itertools import pairwise
-from typing import Any
+from typing import Any, TextIO
+
+from _common import command_line, machine_lines, record
 
 from flashctl.backends.dataplane import (
     DEFAULT_RESOLUTION,
@@ -143,7 +148,38 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=1.0, help="model time of `run`")
     parser.add_argument("--raw-ms", type=float, default=20.0, help="model time stepped raw")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--record", action="store_true", help="record in RESULTS.md")
     args = parser.parse_args()
+    output = io.StringIO()
+    with contextlib.redirect_stdout(Tee(sys.stdout, output)):
+        report(args)
+    if args.record:
+        section = [
+            "## dataplane_speed: the simulated data plane against real time",
+            "",
+            *machine_lines(),
+            f"- command: `{command_line()}`",
+            "",
+            "```",
+            output.getvalue().rstrip(),
+            "```",
+        ]
+        print(f"recorded in {record('dataplane_speed', chr(10).join(section))}")
+
+
+class Tee(io.TextIOBase):
+    """Print and keep: the report goes to the terminal and, verbatim, into RESULTS.md."""
+
+    def __init__(self, *streams: TextIO) -> None:
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for stream in self.streams:
+            stream.write(text)
+        return len(text)
+
+
+def report(args: argparse.Namespace) -> None:
 
     resolutions = {"10 us (default)": DEFAULT_RESOLUTION, "1 us (fine)": FINE_RESOLUTION}
     print(f"offered: {LINE_RATE / 1e6:.1f} Mpps (100 GbE, 64 B); model time {args.seconds} s")
