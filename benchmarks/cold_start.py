@@ -51,7 +51,6 @@ STAGES = (
     ("typer", "import typer"),
     ("flashctl.cli", "import flashctl.cli"),
     ("pydantic.main (BaseModel; the floor's `import pydantic` is lazy)", "import pydantic.main"),
-    ("typer._adapters (typer coerces CLI values with pydantic)", "import typer._adapters"),
     ("flashctl.chains.spec (pydantic model classes)", "import flashctl.chains.spec"),
     ("flashctl.chains.topology", "import flashctl.chains.topology"),
     ("flashctl.chains.graph", "import flashctl.chains.graph"),

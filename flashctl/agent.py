@@ -81,7 +81,16 @@ def make_backend(
             )
         backend = SimBackend(SimHost.load(home.sim_kernel, KERNELS[kernel] if kernel else None))
         return backend, backend.ensure_nfs
-    raise FlashctlError(f"unknown backend {name!r}", "use --backend sim")
+    if name == "native":
+        from pathlib import Path
+
+        from flashctl.backends.native import DEFAULT_ROOT, NativeBackend
+
+        # An environment variable rather than an option: agents started by CLI commands
+        # inherit it, and tests point the driver at a stand-in without a CLI change.
+        root = os.environ.get("FLASHCTL_SYSFS_ROOT")
+        return NativeBackend(Path(root) if root else DEFAULT_ROOT), None
+    raise FlashctlError(f"unknown backend {name!r}", "use --backend sim or --backend native")
 
 
 def error_reply(exc: FlashctlError) -> dict[str, Any]:
