@@ -382,17 +382,21 @@ class NativeBackend:
         )
 
     def _start_watcher(self) -> None:
-        self._wake_r, self._wake_w = os.pipe()
-        self._thread = threading.Thread(target=self._watch, name="flashctl-uevents", daemon=True)
-        self._thread.start()
-
-    def _watch(self) -> None:
+        # The socket is opened here, not in the thread: an event right after subscribe()
+        # returns must already be queued for it.
         sock = None
         if self.uevents is not None:
             try:
                 sock = self.uevents()
             except OSError as exc:
                 log.info("no kernel uevents (%s); polling %s", exc, self.root)
+        self._wake_r, self._wake_w = os.pipe()
+        self._thread = threading.Thread(
+            target=self._watch, args=(sock,), name="flashctl-uevents", daemon=True
+        )
+        self._thread.start()
+
+    def _watch(self, sock: socket.socket | None) -> None:
         try:
             while not self._stop.is_set():
                 self._watch_once(sock)

@@ -186,11 +186,12 @@ class AgentHome:
         return result
 
     def stable_status(self) -> dict[str, Any]:
-        """`status` without what moves while nothing changes (traffic counters)."""
+        """`status` without what moves while nothing changes (traffic counters and rates)."""
         status = self.status()
         for chain in status["chains"]:
             for sock in chain["sockets"]:
                 sock.pop("counters", None)
+                sock.pop("rates", None)
         return status
 
     def chain_status(self, name: str) -> dict[str, Any]:

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import errno
 import importlib.util
+import json
 import os
 import pickle
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -228,6 +231,47 @@ class TestNativeBackendSelfLoopRejected(BackendContract):
     @pytest.fixture
     def harness(self, harness_for: Callable[[Variant], StandinHarness]) -> StandinHarness:
         return harness_for(FLASH_TABLE_NO_SELF_LOOP)
+
+
+# --- at the real path, in a private mount namespace ---------------------------------
+
+
+def test_the_default_root_finds_the_standin_in_a_private_namespace(parent: Path) -> None:
+    """The driver with no root configured, and the agent's native backend, find the
+    stand-in at /sys/kernel/flash (tests/linux/in_namespace.py); outside that namespace
+    /sys/kernel is as it was."""
+    if shutil.which("unshare") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI must run the namespace test: no unshare (util-linux)")
+        pytest.skip("no unshare (util-linux)")
+    repo = Path(__file__).resolve().parents[2]
+    outside = Path("/sys/kernel/flash").exists()  # True only on a FLASH kernel
+    done = subprocess.run(
+        [
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            sys.executable,
+            "-m",
+            "tests.linux.in_namespace",
+        ],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "info": "flash, table next, self-loop not probed",
+        "detail": "FLASH sysfs at /sys/kernel/flash",
+        "sockets": [[0, 4242, "firewall"], [1, 4243, "router"]],
+        "rule": "index\tflash_id\n0\t1\n",
+        "agent": "FLASH sysfs at /sys/kernel/flash",
+        "real_entries_visible": True,
+    }
+    assert Path("/sys/kernel/flash").exists() == outside
 
 
 # --- the variant probe -----------------------------------------------------------------
