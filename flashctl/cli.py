@@ -30,8 +30,9 @@ app = typer.Typer(
     rich_markup_mode=None,  # rich help rendering costs ~70 ms of imports per invocation
     pretty_exceptions_enable=False,
     epilog=(
-        "Exit codes: 0 success, 1 failure (backend, I/O), 2 invalid input "
-        "(chain files, arguments, imported configs), 130 interrupted."
+        "Exit codes: 0 success, 1 failure (backend, I/O), 2 invalid input or apply "
+        "rejected, 3 nothing to change, 4 apply rolled back, 5 changes pending "
+        "(diff, --dry-run), 130 interrupted."
     ),
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -543,6 +544,17 @@ def events(
                 typer.echo(json.dumps(event) if output is TableFormat.json else event_line(event))
 
 
+SysfsRoot = Annotated[
+    str | None,
+    typer.Option(
+        "--sysfs-root",
+        help="FLASH sysfs the native backend drives (default: $FLASHCTL_SYSFS_ROOT, "
+        "else /sys/kernel/flash).",
+        metavar="PATH",
+    ),
+]
+
+
 @agent_app.command("run")
 def agent_run(
     backend: Annotated[str, typer.Option(help="sim (default) or native.")] = "sim",
@@ -554,29 +566,35 @@ def agent_run(
             metavar="KERNEL",
         ),
     ] = None,
+    sysfs_root: SysfsRoot = None,
 ) -> None:
     """Run the agent in the foreground (for systemd; see examples/flashctl-agent.service)."""
     from flashctl.agent import run_agent
     from flashctl.home import resolve_home
 
     gc.enable()
-    run_agent(resolve_home(), backend, kernel)
+    run_agent(resolve_home(), backend, kernel, None if sysfs_root is None else Path(sysfs_root))
 
 
 @agent_app.command("start")
 def agent_start(
     backend: Annotated[str, typer.Option(help="sim (default) or native.")] = "sim",
+    sysfs_root: SysfsRoot = None,
 ) -> None:
     """Start an agent in the background (CLI commands also start one when needed)."""
     from flashctl.client import start_agent
     from flashctl.home import lock_holder, resolve_home
 
+    if sysfs_root is not None and backend != "native":
+        raise FlashctlError(
+            "--sysfs-root applies to the native backend only", "add --backend native"
+        )
     home = resolve_home()
     holder = lock_holder(home)
     if holder is not None:
         typer.echo(f"agent already running (pid {holder}, {home.root})")
         return
-    pid = start_agent(home, backend)
+    pid = start_agent(home, backend, sysfs_root)
     typer.echo(f"started agent (pid {pid}, {backend} backend, {home.root})")
 
 
