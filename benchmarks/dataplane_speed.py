@@ -23,6 +23,13 @@ occupancy of each NF's rings (time integrals of the per-step occupancy, over the
 
 Figures are medians of `--runs` runs (imports and chain construction not timed).
 The target (issue): >= 150 Mpps of modeled traffic per wall-second, i.e. ratio >= 1.
+
+Then the fast forward on long cycles and waits (`--long S`, default 30 s of model time, one
+run each, timed in segments so that the initial transient shows apart from the steady state):
+a saturated 8-NF chain (single threads, nf4 capped at 5 Mpps, offered 10 Mpps; smart and busy
+polling; target: 10 s of model time in <= 2 s of wall time), examples/load-balancer.yaml
+(bursty traffic) and examples/multi-thread.yaml (a ramp, then constant traffic through
+thread mappings; target: >= 1x real time once past the initial transient). `--long 0` skips it.
 """
 
 from __future__ import annotations
@@ -37,8 +44,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from itertools import pairwise
+from pathlib import Path
 from typing import Any, TextIO
 
+import yaml
 from _common import command_line, machine_lines, record
 
 from flashctl.backends.dataplane import (
@@ -51,6 +60,8 @@ from flashctl.chains.spec import Chain
 from flashctl.chains.units import bits_to_pps
 
 NFS = 8
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+LONG_TARGET = 2.0  # wall seconds for the first 10 s of a saturated 8-NF chain
 LINE_RATE = bits_to_pps(100e9, 64)
 TARGET = 1.0  # ratio to real time at line rate
 
@@ -73,6 +84,70 @@ def chain(threads: int) -> Chain:
     }
     document = {"apiVersion": "flashctl/v1", "kind": "Chain", "metadata": {"name": "speed"}}
     return Chain.model_validate({**document, "spec": spec})
+
+
+def saturated(poll: str) -> Chain:
+    """nic -> nf0 -> ... -> nf7 -> nic, one thread each, nf4 capped at 5 Mpps, 10 Mpps in."""
+    names = [f"nf{i}" for i in range(NFS)]
+    nfs: dict[str, Any] = {
+        name: {"queues": [i], "sim": {"poll": poll}} for i, name in enumerate(names)
+    }
+    nfs[names[NFS // 2]]["sim"]["capacity"] = "5Mpps"
+    links = [{"from": "nic", "to": names[0]}]
+    links += [{"from": a, "to": b} for a, b in pairwise(names)]
+    links.append({"from": names[-1], "to": "nic"})
+    spec = {
+        "interface": "eth0",
+        "umems": [{"name": "chain", "nfs": names}],
+        "nfs": nfs,
+        "links": links,
+        "traffic": [{"into": names[0], "rate": "10Mpps", "size": 64}],
+    }
+    document = {"apiVersion": "flashctl/v1", "kind": "Chain", "metadata": {"name": "saturated"}}
+    return Chain.model_validate({**document, "spec": spec})
+
+
+def example(name: str) -> Chain:
+    return Chain.model_validate(yaml.safe_load((EXAMPLES / f"{name}.yaml").read_text()))
+
+
+def long_runs(seconds: float) -> None:
+    """One run per case, timed in segments of model time: wall, ratio, steps computed."""
+    cases = {
+        "8-NF saturated, smart": saturated("smart"),
+        "8-NF saturated, busy": saturated("busy"),
+        "load-balancer.yaml": example("load-balancer"),
+        "multi-thread.yaml": example("multi-thread"),
+    }
+    edges = sorted({0.0, *(x for x in (1.0, 10.0, 20.0) if x < seconds), seconds})
+    print(f"\nlong runs (fast forward): {seconds:g} s of model time, one run each, in segments")
+    print(f"target: 8-NF saturated, first 10 s in <= {LONG_TARGET:g} s wall; examples >= 1x\n")
+    header = ["case", "model s", "wall s", "ratio", "computed steps", "cumulative wall s"]
+    print(row(header))
+    print(row(["---"] * len(header)))
+    for label, document in cases.items():
+        plane = DataPlane.from_chain(document)
+        total = 0.0
+        for a, b in pairwise(edges):
+            computed = plane.steps - plane.skipped_steps
+            start = time.perf_counter()
+            plane.run(b)
+            wall = time.perf_counter() - start
+            total += wall
+            done = plane.steps - plane.skipped_steps - computed
+            ratio = (b - a) / wall if wall else float("inf")
+            print(
+                row(
+                    [
+                        label,
+                        f"{a:g}-{b:g}",
+                        f"{wall:.3f}",
+                        f"{ratio:,.2f}",
+                        f"{done:,} of {round((b - a) / plane.resolution):,}",
+                        f"{total:.2f}",
+                    ]
+                )
+            )
 
 
 @dataclass(frozen=True)
@@ -148,6 +223,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=1.0, help="model time of `run`")
     parser.add_argument("--raw-ms", type=float, default=20.0, help="model time stepped raw")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--long", type=float, default=30.0, help="model time of the long runs")
     parser.add_argument("--record", action="store_true", help="record in RESULTS.md")
     args = parser.parse_args()
     output = io.StringIO()
@@ -254,6 +330,8 @@ def report(args: argparse.Namespace) -> None:
         + ", ".join(f"{x}: {v * 1e6:.1f} us" for x, v in latency.items() if v is not None)
     )
     print(f"(1 s of model time = {PS_PER_S:,} ps; costs: flashctl.backends.dataplane)")
+    if args.long > 0:
+        long_runs(args.long)
 
 
 if __name__ == "__main__":

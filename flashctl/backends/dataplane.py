@@ -95,8 +95,11 @@ per thread per step, and a packet's queueing time is known to the step (see `lat
 Arrival rates are rounded to a fraction a/b pps with b <= 1,000 (an error below 0.001 pps,
 relative 1e-6 at 1 kpps, 1e-9 at 1 Mpps); costs are rounded to 1 ps. With
 integer state and a periodic input, a run settles into an exactly repeating cycle of steps;
-`run` detects it (the state at the same phase of the input repeats) and applies whole cycles
-at once, which changes no counter: `fast_forward=False` gives identical results, slower.
+`run` detects it (the whole state, the input's phase included, repeats: any period up to a
+window of some 10^5-10^6 steps) and applies whole cycles at once, and it applies at once the
+steps of a wait in which nothing changes but a thread's clock (POLLOUT or idle timeout).
+Neither changes a counter: `fast_forward=False` gives identical results, slower. A chain
+whose cycle is longer than the window (or that has not settled yet) is computed step by step.
 
 Cost model and calibration (`Calibration`; every cost is CPU time of the thread that pays it)
 -----------------------------------------------------------------------------------------------
@@ -155,7 +158,9 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
+from itertools import chain as _chain
 from math import lcm
+from operator import attrgetter
 from typing import Final, Literal
 
 from flashctl.backends.base import Rings, Sample, SocketSample
@@ -171,14 +176,23 @@ FINE_RESOLUTION: Final = 1e-6
 FRAMES_PER_SOCKET: Final = 4096  # frames per socket (x umem scale), FLASH library / monitor
 DEFAULT_BURST: Final = 64
 _RATE_DENOMINATOR: Final = 1000  # arrival rates are fractions a/b pps with b <= this
-_MAX_SEEN: Final = 512  # states remembered while looking for a repeating cycle
-_MAX_STRIDE: Final = 256  # look at every n-th candidate state at most
+# Looking for a repeating cycle (see "fast forward" in `DataPlane`): short cycles through the
+# hashes of the last `_RECENT` steps and the states kept every `_KEEP_EVERY` steps among them;
+# long ones through the states whose hash is a multiple of `_POINT_EVERY`, at most
+# `_POINT_BUDGET / sockets` of them (~700 bytes a socket each: ~25 MB; a window of about
+# 1,000,000 steps for 4 sockets, 500,000 for 8, 65,000 for 64).
+_RECENT: Final = 4096
+_KEEP_EVERY: Final = 16
+_POINT_EVERY: Final = 128
+_POINT_BUDGET: Final = 32_768
+_MAX_CANDIDATES: Final = 8  # periods proposed by recent hashes and awaiting verification
 # Leftover time a saturated thread carries into the next step, in these units: at most 10 ns
 # a step is lost (1% at 1 us), and the carried values stay few, so steady states repeat soon.
 _SPARE_QUANTUM: Final = 10 * PS_PER_NS
 
 Pattern = Literal["constant", "bursty", "ramp"]
 Kicker = Callable[["_Socket", int], tuple[int, bool]]
+_Key = tuple[tuple[int, ...], tuple[int, ...]]  # a state, as `DataPlane._key` reads it
 
 # Counter slots of a socket, in `COUNTERS` order. Values ending in `_ps` are picoseconds.
 COUNTERS: Final = (
@@ -235,6 +249,11 @@ COUNTERS: Final = (
 ) = range(len(COUNTERS))
 
 _RUN, _SLEEP_IN, _SLEEP_OUT = 0, 1, 2  # thread states
+# A socket's state as `DataPlane._key` reads it (and `_restore` writes it back, in order).
+_flat: Final = _chain.from_iterable
+_STATE_FIELDS: Final = attrgetter(
+    "rx", "tx", "fill", "cq", "pool", "state", "carry", "spare", "split_r"
+)
 _BUSY, _INTERRUPT, _SMART = 0, 1, 2  # polling modes
 _MODES: Final = {"busy": _BUSY, "interrupt": _INTERRUPT, "smart": _SMART}
 
@@ -555,6 +574,18 @@ class _Source:
         return self.num * (2 * t - self.ramp_ps) // (2 * self.den)
 
 
+@dataclass(frozen=True, slots=True)
+class _Cycle:
+    """A verified cycle: from step `anchor` on, the state repeats every `period` steps, and
+    the counters grow by `delta` a cycle. `table` holds the kept states of one cycle, by
+    offset from the anchor (offset 0 first): the `_key` and the counters at that step."""
+
+    anchor: int
+    period: int
+    delta: list[list[int]]
+    table: list[tuple[int, tuple[_Key, list[list[int]]]]]
+
+
 # --- the model -----------------------------------------------------------------------------
 
 
@@ -587,10 +618,16 @@ class DataPlane:
         self._size = _mean_size(sources)
         self._sources = [self._source(cfg) for cfg in sources]
         self._order: list[_Socket] = []
-        self._seen: dict[tuple[object, ...], int] = {}
-        self._phase0: tuple[tuple[int, int], ...] | None = None
-        self._stride = 1
-        self._candidates = 0
+        self._hashes: dict[int, int] = {}  # state hash -> step, recent steps
+        self._old_hashes: dict[int, int] = {}  # the ones before those
+        self._marks: dict[int, tuple[_Key, list[list[int]]]] = {}  # step -> state, recent
+        self._points: dict[int, tuple[int, _Key, list[list[int]]]] = {}  # hash -> step, state
+        self._max_points = _POINT_BUDGET // max(4, len(self._sockets))
+        self._candidates: set[int] = set()
+        self._cycle: _Cycle | None = None
+        # The last state read: step, `_key`, and the counters if it is the second of two
+        # that differ only in clocks (see `_coast`).
+        self._last: tuple[int, _Key, list[list[int]] | None] | None = None
         self._sleepers = 0  # threads in poll(POLLOUT): only then do receivers signal
         for s in self._sockets:
             self._wire(s, s.cfg.targets, s.cfg.chained, s.cfg.shares)
@@ -798,14 +835,27 @@ class DataPlane:
 
     def _run(self, until: int) -> None:
         dt = self._dt
+        if self._fast_forward:
+            while self._now + dt <= until:
+                if self._cycle is None:
+                    self._observe(until)
+                if self._cycle is not None:
+                    self._follow(until)
+                    break
+                if self._now + dt <= until:  # (unless the state coasted to `until`)
+                    self._step(dt)
+            while self._now + dt <= until:  # on a cycle: the rest of it, coasting
+                self._observe(until)
+                if self._now + dt <= until:
+                    self._step(dt)
         while self._now + dt <= until:
-            if self._fast_forward and self._skip(until):
-                continue
             self._step(dt)
         if until > self._now:
             self._step(until - self._now)
 
     def _step(self, length: int) -> None:
+        if length != self._dt:  # off the grid: what was seen of the run no longer applies
+            self._reset_cycles()
         t0 = self._now
         for src in self._sources:
             n = src.arrivals(t0, length)
@@ -1138,80 +1188,241 @@ class DataPlane:
         self._reset_cycles()
 
     # --- fast forward ----------------------------------------------------------------------
+    #
+    # Every step `run` computes, it reads the state (`_key`: everything that decides the
+    # future, times relative to now, the traffic's phase included).
+    #
+    # Cycles, short: the step is remembered by the state's hash for the last `_RECENT` steps,
+    # and every `_KEEP_EVERY`-th step the state itself is kept with the counters. A hash seen
+    # before proposes a period p; it is verified exactly, by comparing the whole state with
+    # the one kept p steps earlier (at most `_KEEP_EVERY` steps later, when that step is a
+    # kept one). Long: a state whose hash is a multiple of `_POINT_EVERY` (a "distinguished
+    # point", one step in so many, at random) is kept with the counters, by hash; a cycle
+    # through it brings the very same state back, compared whole. Either way, from then on
+    # the run is periodic: any instant is reached by restoring the kept state at the same
+    # position of the cycle (the counters being the kept ones plus whole cycles of deltas)
+    # and computing the few steps from there (`_follow`). Nothing is approximated: a state
+    # is only ever replaced by one it equals, at a step where it occurs.
+    #
+    # Waiting: a state whose step leaves it unchanged but for its clocks (a thread asleep in
+    # POLLOUT until its timeout, a smart thread's idle timer) repeats that step, counters
+    # included, until a clock reaches its threshold: the steps up to then are applied at once
+    # (`_coast`). This is what a cycle spends most of its steps on when a thread sleeps for
+    # the 1 s POLLOUT timeout.
 
     def _reset_cycles(self) -> None:
-        self._seen.clear()
-        self._phase0 = None
-        self._stride = 1
-        self._candidates = 0
+        self._hashes.clear()
+        self._old_hashes.clear()
+        self._marks.clear()
+        self._points.clear()
+        self._candidates.clear()
+        self._cycle = None
+        self._last = None
 
-    def _phase(self) -> tuple[tuple[int, int], ...]:
-        return tuple((src.acc, src.rr) for src in self._sources)
-
-    def _skip(self, until: int) -> bool:
-        """Detect a repeating cycle of steps and apply as many whole cycles as fit before
-        `until`. Returns whether time advanced (by verifying the cycle once, at least)."""
-        if any(src.ramping for src in self._sources):
-            return False
-        # States are compared only at one phase of the (periodic) input, so that an equal
-        # state also means equal arrivals from then on.
-        phase = self._phase()
-        if self._phase0 is None:
-            self._phase0 = phase
-        elif phase != self._phase0:
-            return False
-        # Only every `stride`-th candidate is examined: a cycle of p steps still shows as one
-        # of lcm(p, stride * phase period), and a long search costs less and less per step.
-        self._candidates += 1
-        if self._candidates % self._stride:
-            return False
+    def _observe(self, until: int) -> None:
+        """Look at the current state: coast through a wait, remember it, verify a proposed
+        period (sets `_cycle`)."""
+        for src in self._sources:
+            if src.ramping:  # the input is not periodic yet
+                return
         key = self._key()
-        seen_at = self._seen.get(key)
-        if seen_at is None:
-            if len(self._seen) >= _MAX_SEEN:
-                self._seen.clear()
-                self._stride = min(2 * self._stride, _MAX_STRIDE)
-                self._candidates = 0
-            self._seen[key] = self._steps
+        n = self._steps
+        last = self._last
+        if last is not None and last[0] == n - 1 and last[1][0] == key[0]:
+            if last[2] is None:
+                self._last = (n, key, self._snapshot())
+                return
+            if self._coast(last[1][1], key[1], last[2], until):
+                self._last = None
+                return
+        self._last = (n, key, None)
+        if self._cycle is not None:
+            return
+        marks = self._marks
+        if self._candidates:
+            for period in list(self._candidates):
+                if (n - period) % _KEEP_EVERY:
+                    continue
+                self._candidates.discard(period)
+                mark = marks.get(n - period)
+                if mark is not None and mark[0] == key:
+                    self._found(n - period, period, mark)
+                    return
+        h = hash(key)
+        if h % _POINT_EVERY == 0:
+            points = self._points
+            point = points.pop(h, None)
+            if point is not None and point[1] == key:
+                self._found(point[0], n - point[0], (key, point[2]))
+                return
+            points[h] = (n, key, self._snapshot())
+            if len(points) > self._max_points:
+                del points[next(iter(points))]
+        seen = self._hashes.get(h)
+        if seen is None:
+            seen = self._old_hashes.get(h)
+        if seen is not None and len(self._candidates) < _MAX_CANDIDATES:
+            self._candidates.add(n - seen)
+        hashes = self._hashes
+        hashes[h] = n
+        if len(hashes) >= _RECENT:
+            self._old_hashes = hashes
+            self._hashes = {}
+        if n % _KEEP_EVERY == 0:
+            marks[n] = (key, self._snapshot())
+            while next(iter(marks)) < n - 2 * _RECENT:
+                del marks[next(iter(marks))]
+
+    def _coast(
+        self,
+        before: tuple[int, ...],
+        clocks: tuple[int, ...],
+        counters: list[list[int]],
+        until: int,
+    ) -> bool:
+        """The last step changed nothing but clocks (`before` -> `clocks`, per socket the time
+        asleep in POLLOUT and the idle timer) and the counters (from `counters`): apply that
+        step again as many times as no clock can reach its threshold. Whether time advanced."""
+        dt = self._dt
+        k = self._k
+        most = (until - self._now) // dt
+        for i, s in enumerate(self._sockets):
+            slept, idle = clocks[2 * i], clocks[2 * i + 1]
+            if s.state == _SLEEP_OUT:
+                # Unchanged since the sleep began (else the wait restarted): the thread wakes
+                # at the first step that starts `pollout_timeout` after it.
+                if slept - before[2 * i] != dt:
+                    return False
+                most = min(most, (k.pollout_timeout - slept - 1) // dt)
+            grown = idle - before[2 * i + 1]
+            if grown:  # idle the whole step: times out once idle + grown reaches the limit
+                if grown < 0 or s.mode != _SMART:
+                    return False
+                most = min(most, (k.idle_timeout - idle - 1) // grown)
+        steps = most - 1  # a margin: the steps up to the threshold are computed
+        if steps < 1:
             return False
-        period = self._steps - seen_at
-        if self._now + 2 * period * self._dt > until:
-            return False
-        before = self._snapshot()
-        for _ in range(period):
-            self._step(self._dt)
-        if self._key() == key:
-            cycles = (until - self._now) // (period * self._dt)
-            if cycles:
-                self._jump(self._delta(before), cycles, period)
-        self._reset_cycles()
+        delta = self._delta(counters)
+        self._add(delta, steps)
+        for i, s in enumerate(self._sockets):
+            s.idle_ps += steps * (clocks[2 * i + 1] - before[2 * i + 1])
+            if s.ready_at > self._now:
+                s.ready_at += steps * dt
+        self._now += steps * dt
+        self._steps += steps
+        self._skipped += steps
         return True
 
-    def _key(self) -> tuple[object, ...]:
-        """Everything that decides the future, with times relative to now."""
+    def _found(self, anchor: int, period: int, start: tuple[_Key, list[list[int]]]) -> None:
+        """The state now equals the one kept at step `anchor` (`start`, with the counters
+        then): a cycle of `period` steps. Every state kept in it makes the cycle's table."""
+        end = anchor + period
+        kept = {step - anchor: mark for step, mark in self._marks.items() if anchor <= step < end}
+        for step, key, counters in self._points.values():
+            if anchor <= step < end:
+                kept[step - anchor] = (key, counters)
+        kept[0] = start
+        table = sorted(kept.items(), key=lambda item: item[0])
+        self._cycle = _Cycle(anchor, period, self._delta(start[1]), table)
+        self._hashes.clear()
+        self._old_hashes.clear()
+        self._marks.clear()
+        self._points.clear()
+        self._candidates.clear()
+
+    def _follow(self, until: int) -> None:
+        """On a verified cycle: go to the last kept position of the cycle at or before the
+        last full step before `until`, if that is ahead (`_run` computes the rest)."""
+        cycle = self._cycle
+        assert cycle is not None
+        dt = self._dt
+        here = self._steps - cycle.anchor
+        cycles, offset = divmod(here + (until - self._now) // dt, cycle.period)
+        lo, hi = 0, len(cycle.table)
+        while hi - lo > 1:  # the last kept offset <= offset
+            mid = (lo + hi) // 2
+            if cycle.table[mid][0] <= offset:
+                lo = mid
+            else:
+                hi = mid
+        kept, (key, counters) = cycle.table[lo]
+        target = cycles * cycle.period + kept
+        if target <= here:
+            return
+        skip = target - here
+        self._now += skip * dt
+        self._steps += skip
+        self._skipped += skip
+        self._last = None
+        self._restore(key)
+        for s, row in zip(self._sockets, counters, strict=False):
+            s.c = list(row)
+        edges = iter(counters[-1])
+        for s in self._sockets:
+            for e in s.edges:
+                e.handed = next(edges)
+                e.held_back = next(edges)
+        self._add(cycle.delta, cycles)
+
+    def _key(self) -> _Key:
+        """Everything that decides the future, flat, with times relative to now: the phase of
+        each source, then per socket its rings, thread and split state, runs (count first) and
+        the frames its edges borrowed; and apart, the clocks: per socket the time asleep in
+        POLLOUT (0 if not) and the idle timer. `_restore` reads it back."""
         now = self._now
         cap = self._k.pollout_timeout
-        parts: list[object] = []
+        parts: list[int] = []
+        clocks: list[int] = []
+        add = parts.append
+        for src in self._sources:
+            add(src.acc)
+            add(src.rr)
+        fields = _STATE_FIELDS
         for s in self._sockets:
-            parts.append(
-                (
-                    s.rx,
-                    s.tx,
-                    s.fill,
-                    s.cq,
-                    s.pool,
-                    s.state,
-                    max(0, s.ready_at - now),
-                    min(now - s.slept_at, cap) if s.state == _SLEEP_OUT else 0,
-                    s.idle_ps,
-                    s.carry,
-                    s.spare,
-                    s.split_r,
-                    tuple(tuple(r) for r in s.runs),
-                    tuple(e.buffered for e in s.edges),
-                )
-            )
-        return tuple(parts)
+            parts += fields(s)
+            ready = s.ready_at
+            add(ready - now if ready > now else 0)
+            if s.multi:
+                add(len(s.runs))
+                parts += _flat(s.runs)
+            if s.edges:
+                parts += [e.buffered for e in s.edges]
+            if s.state == _SLEEP_OUT:
+                slept = now - s.slept_at
+                clocks += (slept if slept < cap else cap, s.idle_ps)
+            else:
+                clocks += (0, s.idle_ps)
+        return tuple(parts), tuple(clocks)
+
+    def _restore(self, key: _Key) -> None:
+        """Set the state `_key` describes, at the current time."""
+        now = self._now
+        it = iter(key[0])
+        clocks = iter(key[1])
+        for src in self._sources:
+            src.acc = next(it)
+            src.rr = next(it)
+        sleepers = 0
+        for s in self._sockets:
+            s.rx = next(it)
+            s.tx = next(it)
+            s.fill = next(it)
+            s.cq = next(it)
+            s.pool = next(it)
+            s.state = next(it)
+            s.carry = next(it)
+            s.spare = next(it)
+            s.split_r = next(it)
+            s.ready_at = now + next(it)
+            if s.multi:
+                s.runs = [[next(it), next(it)] for _ in range(next(it))]
+            for e in s.edges:
+                e.buffered = next(it)
+            s.slept_at = now - next(clocks)
+            s.idle_ps = next(clocks)
+            if s.state == _SLEEP_OUT:
+                sleepers += 1
+        self._sleepers = sleepers
 
     def _snapshot(self) -> list[list[int]]:
         rows = [list(s.c) for s in self._sockets]
@@ -1219,30 +1430,23 @@ class DataPlane:
         return rows
 
     def _delta(self, before: list[list[int]]) -> list[list[int]]:
-        after = self._snapshot()
         return [
             [b - a for a, b in zip(r0, r1, strict=True)]
-            for r0, r1 in zip(before, after, strict=True)
+            for r0, r1 in zip(before, self._snapshot(), strict=True)
         ]
 
-    def _jump(self, delta: list[list[int]], cycles: int, period: int) -> None:
+    def _add(self, delta: list[list[int]], times: int) -> None:
+        """Counters grow by `times` x `delta` (a `_snapshot` difference)."""
         for s, d in zip(self._sockets, delta, strict=False):
             c = s.c
             for i, x in enumerate(d):
                 if x:
-                    c[i] += x * cycles
-        edge_delta = iter(delta[-1])
+                    c[i] += x * times
+        edges = iter(delta[-1])
         for s in self._sockets:
             for e in s.edges:
-                e.handed += next(edge_delta) * cycles
-                e.held_back += next(edge_delta) * cycles
-        shift = cycles * period * self._dt
-        for s in self._sockets:
-            s.ready_at += shift
-            s.slept_at += shift
-        self._now += shift
-        self._steps += cycles * period
-        self._skipped += cycles * period
+                e.handed += next(edges) * times
+                e.held_back += next(edges) * times
 
     # --- sampling --------------------------------------------------------------------------
 

@@ -698,3 +698,145 @@ def test_construction_rejects_duplicate_ids_and_bad_shares() -> None:
         DataPlane([SocketConfig(1, "a", "u", service, targets=(1, 1), shares=(1.0,))])
     with pytest.raises(KeyError, match="flash-id 9"):
         DataPlane([SocketConfig(1, "a", "u", service)]).counters(9)
+
+
+# --- fast forward: long cycles, waits, chunked runs, changes --------------------------------
+
+
+def saturated(count: int, poll: str) -> Chain:
+    """`count` default NFs in a line, the middle one capped at 5 Mpps, offered 10 Mpps: the
+    NIC drops the excess and backpressure holds the upstream rings full."""
+    nfs = []
+    for i in range(count):
+        sim: dict[str, Any] = {"poll": poll}
+        if i == count // 2:
+            sim["capacity"] = "5Mpps"
+        nfs.append((f"n{i}", nf(**sim)))
+    return pipeline(*nfs, traffic=[{"into": "n0", "rate": "10Mpps"}])
+
+
+@pytest.mark.parametrize(("poll", "until"), [("smart", 0.6), ("busy", 0.3)])
+def test_fast_forward_finds_the_long_cycle_of_a_saturated_chain(poll: str, until: float) -> None:
+    # Smart polling settles into a cycle of 24,795 steps (busy: 1,305): no period a sampling
+    # stride would see.
+    chain = saturated(3, poll)
+    fast = DataPlane.from_chain(chain)
+    slow = DataPlane.from_chain(chain, fast_forward=False)
+    fast.run(until)
+    slow.run(until)
+    assert state(fast) == state(slow)
+    assert fast.skipped_steps > fast.steps // 3
+    fast.run(10.0)  # the cycle, once found, costs nothing however far
+    assert fast.steps - fast.skipped_steps < 0.8 * until / fast.resolution
+
+
+def test_fast_forward_skips_bursty_traffic() -> None:
+    chain = pipeline(
+        ("lb", nf(capacity="12Mpps")),
+        traffic=[{"into": "lb", "rate": "10Mpps", "pattern": "bursty", "burst": 256}],
+    )
+    fast = DataPlane.from_chain(chain)
+    slow = DataPlane.from_chain(chain, fast_forward=False)
+    fast.run(0.2)
+    slow.run(0.2)
+    assert state(fast) == state(slow)
+    assert fast.skipped_steps > 0.99 * fast.steps
+
+
+def test_fast_forward_in_chunks_equals_one_run() -> None:
+    # The real-time runner's way: chunks on the step grid (a cycle longer than a chunk is
+    # still skipped, from the kept state at the same position of the cycle), then chunks off
+    # the grid (a short last step: what was seen no longer applies), both as stepping does.
+    chain = saturated(3, "smart")
+    fast = DataPlane.from_chain(chain)
+    slow = DataPlane.from_chain(chain, fast_forward=False)
+    until = 0.0
+    while until < 0.8:
+        until += 0.005
+        fast.run(until)
+    slow.run(until)
+    assert state(fast) == state(slow)
+    skipped = fast.skipped_steps
+    assert skipped > 0
+    for _ in range(40):
+        until += 0.0012345
+        fast.run(until)
+        slow.run(until)
+    assert state(fast) == state(slow)
+
+
+def test_fast_forward_coasts_through_a_pollout_sleep_to_its_timeout() -> None:
+    # The receiver stops refilling: its fill ring empties, it never signals, and its smart
+    # sender sleeps in POLLOUT until the timeout, again and again. The steps of the wait
+    # change nothing but the sleeper's clock and are applied at once.
+    chain = pipeline(("fw", nf()), ("nat", nf()), traffic=[{"into": "fw", "rate": "5Mpps"}])
+    cal = Calibration(pollout_timeout_ns=30e6)
+    fast = DataPlane.from_chain(chain, calibration=cal)
+    slow = DataPlane.from_chain(chain, calibration=cal, fast_forward=False)
+    for plane in (fast, slow):
+        plane.run(5 * MS)
+        plane.set_refill(1, False)
+        plane.run(0.4)
+    assert state(fast) == state(slow)
+    assert fast.counters(0)["backpressure_sleeps"] >= 10
+    assert fast.skipped_steps > 0.9 * fast.steps
+
+
+def test_fast_forward_coasts_through_the_smart_idle_timeout() -> None:
+    chain = pipeline(("fw", nf()), traffic=[{"into": "fw", "rate": "1Mpps"}])
+    cal = Calibration(idle_timeout_ns=3e6)
+    fast = DataPlane.from_chain(chain, calibration=cal)
+    slow = DataPlane.from_chain(chain, calibration=cal, fast_forward=False)
+    for plane in (fast, slow):
+        plane.run(2 * MS)
+        plane.set_rules(0, (7,))  # a dead target: TX holds, the NF goes idle, then to sleep
+        plane.run(0.1)
+    assert state(fast) == state(slow)
+    assert fast.skipped_steps > 0.8 * fast.steps
+
+
+def test_fast_forward_after_a_ramp_with_thread_mappings() -> None:
+    # examples/multi-thread.yaml: a ramp (not skipped), then constant traffic through affine
+    # and spread mappings; its firewall threads sleep in POLLOUT until the timeout.
+    chain = Chain.model_validate(yaml.safe_load((EXAMPLES / "multi-thread.yaml").read_text()))
+    cal = Calibration(pollout_timeout_ns=20e6, idle_timeout_ns=5e6)
+    fast = DataPlane.from_chain(chain, calibration=cal)
+    slow = DataPlane.from_chain(chain, calibration=cal, fast_forward=False)
+    fast.run(0.25)
+    slow.run(0.25)
+    assert state(fast) == state(slow)
+    assert fast.skipped_steps > fast.steps // 2
+
+
+def test_fast_forward_forgets_its_cycle_on_a_change() -> None:
+    chain = saturated(3, "busy")
+    fast = DataPlane.from_chain(chain)
+    slow = DataPlane.from_chain(chain, fast_forward=False)
+    for plane in (fast, slow):
+        plane.run(0.1)
+        plane.set_service(1, Service(nf_ns=30, poll="smart"))
+        plane.run(0.15)
+        plane.set_shares(0, None)
+        plane.set_rules(2, ())
+        plane.run(0.2)
+    assert state(fast) == state(slow)
+    assert fast.skipped_steps > 0
+
+
+@settings(max_examples=25, deadline=None)
+@given(random_chains(), st.lists(st.integers(1, 3000), min_size=1, max_size=4))
+def test_fast_forward_in_chunks_is_exact_over_random_chains(
+    case: tuple[Chain, float, int], chunks: list[int]
+) -> None:
+    # Longer runs with short timeouts, so that cycles, waits and timeouts all occur; run in
+    # chunks of whole steps, as the real-time runner does.
+    chain, resolution, _ = case
+    cal = Calibration(pollout_timeout_ns=500e3, idle_timeout_ns=200e3)
+    fast = DataPlane.from_chain(chain, resolution=resolution, calibration=cal)
+    slow = DataPlane.from_chain(chain, resolution=resolution, calibration=cal, fast_forward=False)
+    steps = 0
+    for chunk in chunks:
+        steps += chunk
+        fast.run(steps * resolution)
+        slow.run(steps * resolution)
+        assert state(fast) == state(slow)
