@@ -21,6 +21,7 @@ import socket
 import struct
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flashctl import __version__
@@ -70,8 +71,14 @@ class Peer:
 
 
 def make_backend(
-    name: str, home: Home, kernel: str | None = None
+    name: str, home: Home, kernel: str | None = None, sysfs_root: Path | None = None
 ) -> tuple[Backend, Prepare | None]:
+    """`sysfs_root` (`--sysfs-root`) points the native driver at another FLASH sysfs; without
+    it, FLASHCTL_SYSFS_ROOT, then /sys/kernel/flash."""
+    if sysfs_root is not None and name != "native":
+        raise FlashctlError(
+            "--sysfs-root applies to the native backend only", "add --backend native"
+        )
     if name == "sim":
         from flashctl.backends.sim import KERNELS, SimBackend, SimHost
 
@@ -82,13 +89,10 @@ def make_backend(
         backend = SimBackend(SimHost.load(home.sim_kernel, KERNELS[kernel] if kernel else None))
         return backend, backend.ensure_nfs
     if name == "native":
-        from pathlib import Path
-
         from flashctl.backends.native import DEFAULT_ROOT, NativeBackend
 
-        # An environment variable rather than an option: agents started by CLI commands
-        # inherit it, and tests point the driver at a stand-in without a CLI change.
-        root = os.environ.get("FLASHCTL_SYSFS_ROOT")
+        # The environment as the fallback: agents that CLI commands start inherit it.
+        root = sysfs_root or os.environ.get("FLASHCTL_SYSFS_ROOT")
         return NativeBackend(Path(root) if root else DEFAULT_ROOT), None
     raise FlashctlError(f"unknown backend {name!r}", "use --backend sim or --backend native")
 
@@ -108,11 +112,13 @@ class Agent:
         backend: str = "sim",
         *,
         kernel: str | None = None,
+        sysfs_root: Path | None = None,
         reconcile_interval: float = RECONCILE_INTERVAL,
     ) -> None:
         self.home = home
         self.backend_name = backend
         self.kernel = kernel
+        self.sysfs_root = sysfs_root
         self.reconcile_interval = reconcile_interval
         self.started = time.time()
         self.lock = asyncio.Lock()
@@ -149,7 +155,9 @@ class Agent:
     async def _run(self) -> None:
         self.store = Store.open(self.home.store)
         try:
-            backend, prepare = make_backend(self.backend_name, self.home, self.kernel)
+            backend, prepare = make_backend(
+                self.backend_name, self.home, self.kernel, self.sysfs_root
+            )
             self.engine = Engine(backend, self.store, prepare=prepare)
             self.engine.load_active()
             self.live = attach(backend, self._running_chains)
@@ -451,6 +459,7 @@ def _report_data(report: ApplyReport) -> dict[str, Any]:
         "dryRun": report.dry_run,
         "changed": report.changed,
         "started": report.started,
+        "warnings": report.warnings,
         "chains": [
             {
                 "chain": c.name,
@@ -491,6 +500,8 @@ def _event_data(event: Any) -> dict[str, Any]:
     }
 
 
-def run_agent(home: Home, backend: str, kernel: str | None = None) -> None:
+def run_agent(
+    home: Home, backend: str, kernel: str | None = None, sysfs_root: Path | None = None
+) -> None:
     """`flashctl agent run`: serve in the foreground until SIGTERM/SIGINT."""
-    asyncio.run(Agent(home, backend, kernel=kernel).run())
+    asyncio.run(Agent(home, backend, kernel=kernel, sysfs_root=sysfs_root).run())

@@ -66,6 +66,8 @@ def apply_report(report: dict[str, Any]) -> Group:
             parts.append(
                 Text(f"  [pending] {pending['socket']}: {pending['reason']}", style="yellow")
             )
+    for warning in report.get("warnings", []):
+        parts.append(Text(f"warning: {warning}", style="yellow"))
     return Group(*parts)
 
 

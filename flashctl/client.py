@@ -39,15 +39,19 @@ class AgentUnavailable(FlashctlError):
     pass
 
 
-def start_agent(home: Home, backend: str = "sim") -> int:
-    """Start `flashctl agent run` detached; return its pid once its socket answers."""
+def start_agent(home: Home, backend: str = "sim", sysfs_root: str | None = None) -> int:
+    """Start `flashctl agent run` detached; return its pid once its socket answers.
+    `sysfs_root` is passed on as `--sysfs-root` (native backend)."""
     home.ensure()
     home.check_socket_path()
     env = dict(os.environ, FLASHCTL_HOME=str(home.root))
+    command = [sys.executable, "-m", "flashctl", "agent", "run", "--backend", backend]
+    if sysfs_root is not None:
+        command += ["--sysfs-root", sysfs_root]
     with open(home.log, "ab") as log:
         offset = log.tell()  # what this agent writes starts here
         process = subprocess.Popen(
-            [sys.executable, "-m", "flashctl", "agent", "run", "--backend", backend],
+            command,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,

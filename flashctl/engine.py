@@ -72,6 +72,7 @@ class ApplyReport:
     chains: list[ChainReport]
     dry_run: bool
     started: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -252,6 +253,7 @@ class Engine:
         items = self.check(sources)
         for item in items:
             self._check_kernel(item.chain)
+        self._check_tx_tracking(items)
         report = ApplyReport([], dry_run)
         if not dry_run and self.prepare is not None:
             for item in items:
@@ -284,6 +286,45 @@ class Engine:
                     "give each NF socket one output, or use a kernel with multi-target next",
                 )
 
+    def _check_tx_tracking(self, items: Sequence[LoadedChain]) -> None:
+        """`tx_tracking` is one file for the whole host: chains that would run together must
+        not ask for different values."""
+        names = {item.chain.name for item in items}
+        chains = [r.chain for n, r in sorted(self.running.items()) if n not in names]
+        chains += [item.chain for item in items]
+        asked = [(c.name, c.spec.tx_tracking) for c in chains if c.spec.tx_tracking is not None]
+        for name, value in asked[1:]:
+            first, wanted = asked[0]
+            if value != wanted:
+                running = "running chain" if first not in names else "chain"
+                raise InputError(
+                    f"chain {name} asks for txTracking {str(value).lower()}, but {running} "
+                    f"{first} asks for {str(wanted).lower()}: tx_tracking is host-global",
+                    "give every chain the same txTracking, or leave it out of all but one",
+                )
+
+    def _set_tx_tracking(self, items: Sequence[LoadedChain], report: ApplyReport) -> None:
+        """Set the host-global tx_tracking as the applied chains ask (they agree, see
+        `_check_tx_tracking`); a kernel without the file is a warning, not a failure."""
+        asked = [i.chain for i in items if i.chain.spec.tx_tracking is not None]
+        if not asked:
+            return
+        enabled = bool(asked[0].spec.tx_tracking)
+        names = ", ".join(c.name for c in asked)
+        if self.backend.set_tx_tracking(enabled):
+            self.store.add_event(
+                "tx_tracking",
+                f"tx_tracking set to {int(enabled)} ({names})",
+                data={"enabled": enabled, "chains": [c.name for c in asked]},
+            )
+            return
+        warning = (
+            f"txTracking {str(enabled).lower()} of {names} not set: this kernel has no "
+            "tx_tracking file"
+        )
+        report.warnings.append(warning)
+        self.store.add_event("warning", warning, data={"enabled": enabled})
+
     def _commit(
         self,
         work: list[tuple[LoadedChain, Plan, Changes, bool]],
@@ -313,6 +354,7 @@ class Engine:
         try:
             for item, _planned, changes, _changed in work:
                 self._perform(changes.writes, item.chain.name, done)
+            self._set_tx_tracking([item for item, *_rest in work], report)
         except BackendError as exc:
             failed = self._undo(done, None) if done else []
             for item, revision in revisions:

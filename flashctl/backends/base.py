@@ -1,12 +1,13 @@
 """The backend protocol: what the agent needs from a place where plans take effect.
 
-Four operations, implemented by `sim` and `native` and checked by one contract suite
+Five operations, implemented by `sim` and `native` and checked by one contract suite
 (tests/backends/contract.py):
 
 - `inventory()`: the live FLASH sockets (flash-id, pid, procname, interface, ifindex, qid);
 - `read_rule_text(id)` / `write_rule_text(id, text)`: the `next` file, byte for byte, with the
   kernel's errnos, so the same code paths serve the simulated kernel and the real sysfs;
-- `sample()`: ring occupancy and counters per socket.
+- `sample()`: ring occupancy and counters per socket;
+- `set_tx_tracking(enabled)`: the kset-wide `tx_tracking` file, where the kernel has one.
 
 `read_rules` and `write_rule` are built on the text interface here, once for every backend:
 writes are formatted canonically, read back and compared (the kernel's rewrite is not atomic,
@@ -16,6 +17,7 @@ so a write that "succeeded" may still have left something else behind).
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -142,6 +144,11 @@ class Backend(Protocol):
 
     def sample(self) -> Sample: ...
 
+    def set_tx_tracking(self, enabled: bool) -> bool:
+        """Write the host-global `tx_tracking` file ("1\\n" or "0\\n") and read it back;
+        False (nothing written) when the kernel has no such file. BackendError on failure."""
+        ...
+
     def subscribe(self, listener: ChurnListener) -> None:
         """Call `listener` (from the agent's thread) whenever sockets come or go."""
         ...
@@ -189,4 +196,24 @@ def write_rule(backend: Backend, flash_id: int, ids: Sequence[int]) -> None:
         raise BackendError(
             f"flash-id {flash_id}'s next shows {list(shown)} after writing {list(ids)}",
             "another writer may be changing rules; the agent will retry",
+        )
+
+
+def tx_tracking_error(enabled: bool, err: int) -> BackendError:
+    """A failed write or read of `tx_tracking`, worded the same for every backend."""
+    name = errno.errorcode.get(err, str(err))
+    hint = "run the agent as root" if err in (errno.EACCES, errno.EPERM) else None
+    return BackendError(
+        f"setting tx_tracking to {int(enabled)} failed with {name}: {os.strerror(err)}",
+        hint,
+        errno_=err,
+    )
+
+
+def check_tx_tracking(enabled: bool, shown: bytes) -> None:
+    """The read-back of a `tx_tracking` write: BackendError unless it shows the value."""
+    if shown != f"{int(enabled)}\n".encode():
+        raise BackendError(
+            f"tx_tracking reads {shown.decode(errors='replace')!r} after writing {int(enabled)}",
+            "another writer may be changing it; it is host-global",
         )

@@ -39,6 +39,8 @@ from flashctl.backends.base import (
     BackendInfo,
     ChurnListener,
     Sample,
+    check_tx_tracking,
+    tx_tracking_error,
     write_error,
 )
 from flashctl.chains.planner import Inventory, LiveSocket
@@ -340,6 +342,21 @@ class NativeBackend:
 
     def sample(self) -> Sample:
         return Sample(at=self.clock())  # ring occupancy needs the AF_XDP part (part 2)
+
+    def set_tx_tracking(self, enabled: bool) -> bool:
+        """One write of "1\\n" or "0\\n" to <kset>/tx_tracking, read back; False when the
+        kernel has no such file (standalone mode, or a snapshot without it)."""
+        kset = find_kset(self.root)
+        if kset is None or not (kset / "tx_tracking").is_file():
+            return False
+        path = kset / "tx_tracking"
+        try:
+            write_once(path, f"{int(enabled)}\n".encode())
+            shown = read_file(path)
+        except OSError as exc:
+            raise tx_tracking_error(enabled, exc.errno or errno.EIO) from None
+        check_tx_tracking(enabled, shown)
+        return True
 
     def subscribe(self, listener: ChurnListener) -> None:
         with self._churn_lock:

@@ -26,6 +26,8 @@ from flashctl.backends.base import (
     BackendInfo,
     ChurnListener,
     Sample,
+    check_tx_tracking,
+    tx_tracking_error,
     write_error,
 )
 from flashctl.backends.flashsys import (
@@ -332,6 +334,19 @@ class SimBackend:
         if self.sampler is not None:
             return self.sampler()
         return Sample(at=self.clock())
+
+    def set_tx_tracking(self, enabled: bool) -> bool:
+        if not self.host.sysfs.variant.tx_tracking:
+            return False
+        try:
+            self.host.sysfs.write("tx_tracking", f"{int(enabled)}\n".encode(), uid=self.uid)
+            shown = self.host.sysfs.read("tx_tracking")
+        except SysfsError as exc:
+            raise tx_tracking_error(enabled, exc.code) from None
+        finally:
+            self.host.save()
+        check_tx_tracking(enabled, shown)
+        return True
 
     def subscribe(self, listener: ChurnListener) -> None:
         self.host.listeners.append(listener)

@@ -46,7 +46,7 @@ def main() -> int:
     mode, at, marker = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
 
     def make_backend(
-        name: str, home: Home, kernel: str | None = None
+        name: str, home: Home, kernel: str | None = None, sysfs_root: Path | None = None
     ) -> tuple[SimBackend, Prepare]:
         backend = MisbehavingBackend(SimHost.load(home.sim_kernel), mode, at, marker)
         return backend, backend.ensure_nfs

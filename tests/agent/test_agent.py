@@ -63,6 +63,7 @@ def test_apply_json_report(home: AgentHome, agent: Agent) -> None:
         "dryRun": False,
         "changed": True,
         "started": ["started linear/firewall (pid 4000)", "started linear/router (pid 4001)"],
+        "warnings": [],
         "chains": [
             {
                 "chain": "linear",
@@ -673,3 +674,23 @@ def test_concurrent_first_commands_share_one_auto_started_agent(home: AgentHome)
         note = err.decode()
         assert note in ("", f"started agent (pid {pid}, sim backend, {home.root})\n"), note
     assert home.call("agent", action="status")["pid"] == pid
+
+
+def test_agent_start_passes_the_sysfs_root_on(home: AgentHome) -> None:
+    """`agent start --backend native --sysfs-root PATH`: the detached agent drives PATH (no
+    FLASH kernel there: standalone, and the status names the path)."""
+    root = home.base / "kernel" / "flash"
+    start = home.cli("agent", "start", "--backend", "native", "--sysfs-root", str(root))
+    assert start.code == 0, start.err
+    backend = home.status()["backend"]
+    assert (backend["name"], backend["chaining"]) == ("native", False)
+    assert backend["detail"] == f"{root} does not exist: AF_XDP works, chaining needs FLASH"
+    # The sim backend: refused, before anything else.
+    refused = home.cli("agent", "start", "--sysfs-root", str(root))
+    assert (refused.code, refused.err_lines) == (
+        1,
+        [
+            "error: --sysfs-root applies to the native backend only",
+            "hint: add --backend native",
+        ],
+    )

@@ -198,6 +198,9 @@ class OtherWriter:
     def sample(self) -> Sample:
         return self.backend.sample()
 
+    def set_tx_tracking(self, enabled: bool) -> bool:
+        return self.backend.set_tx_tracking(enabled)
+
     def subscribe(self, listener: ChurnListener) -> None:
         self.backend.subscribe(listener)
 

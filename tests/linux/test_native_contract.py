@@ -148,6 +148,9 @@ class AsUser:
     def sample(self) -> Sample:
         return self._run(self.backend.sample)
 
+    def set_tx_tracking(self, enabled: bool) -> bool:
+        return self._run(lambda: self.backend.set_tx_tracking(enabled))
+
     def subscribe(self, listener: ChurnListener) -> None:
         raise NotImplementedError("the contract only reads and writes as another user")
 
@@ -394,6 +397,128 @@ def test_the_agent_makes_a_native_backend(tmp_path: Path, monkeypatch: pytest.Mo
     assert backend.root == tmp_path / "flash"
     assert prepare is None
     assert backend.info().chaining is False
+
+
+def test_sysfs_root_beats_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flashctl.agent import make_backend
+    from flashctl.errors import FlashctlError
+    from flashctl.home import Home
+
+    monkeypatch.setenv("FLASHCTL_SYSFS_ROOT", str(tmp_path / "env" / "flash"))
+    backend, _prepare = make_backend("native", Home(tmp_path), sysfs_root=tmp_path / "flash")
+    assert isinstance(backend, NativeBackend)
+    assert backend.root == tmp_path / "flash"
+    with pytest.raises(FlashctlError) as caught:
+        make_backend("sim", Home(tmp_path), sysfs_root=tmp_path / "flash")
+    assert caught.value.message == "--sysfs-root applies to the native backend only"
+
+
+def test_agent_start_with_sysfs_root_drives_the_standin(parent: Path) -> None:
+    """`flashctl agent start --backend native --sysfs-root PATH`: the detached agent (started
+    through `start_agent`) finds the stand-in there, with no FLASHCTL_SYSFS_ROOT set."""
+    from flashctl.client import Client
+    from flashctl.home import Home
+
+    home = Home(parent / "h")
+    env = {k: v for k, v in os.environ.items() if k != "FLASHCTL_SYSFS_ROOT"}
+    env["FLASHCTL_HOME"] = str(home.root)
+    repo = Path(__file__).resolve().parents[2]
+    with mounted(parent, FLASH_TABLE) as fs:
+        fs.bind(pid=4242, procname="fw", ifindex=1, qid=0)
+        start = ["agent", "start", "--backend", "native", "--sysfs-root", str(parent / "flash")]
+        started = subprocess.run(
+            [sys.executable, "-m", "flashctl", *start],
+            cwd=repo,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert started.returncode == 0, started.stderr
+        try:
+            with Client(home, autostart=False, say=lambda _text: None) as client:
+                status = client.call("status")
+        finally:
+            stopped = subprocess.run(
+                [sys.executable, "-m", "flashctl", "agent", "stop"],
+                cwd=repo,
+                env=env,
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
+        assert stopped.returncode == 0
+        assert status["backend"]["detail"] == f"FLASH sysfs at {parent / 'flash'}"
+        assert status["sockets"] == 1
+
+
+# --- tx_tracking -----------------------------------------------------------------------
+
+
+def test_tx_tracking_is_written_and_read_back(parent: Path) -> None:
+    with mounted(parent, Variant(tx_tracking=True)) as fs:
+        backend = NativeBackend(parent / "flash")
+        assert backend.set_tx_tracking(True) is True
+        assert fs.sysfs.tx_tracking == 1
+        assert backend.set_tx_tracking(False) is True
+        assert fs.sysfs.tx_tracking == 0
+        with pytest.raises(BackendError) as caught:
+            AsUser(backend, NOBODY).set_tx_tracking(True)
+        assert caught.value.message == (
+            "setting tx_tracking to 1 failed with EACCES: Permission denied"
+        )
+        assert caught.value.hint == "run the agent as root"
+        assert fs.sysfs.tx_tracking == 0
+
+
+def test_tx_tracking_without_the_file(standin: FlashFS, tmp_path: Path) -> None:
+    before = standin.sysfs.to_data()
+    assert NativeBackend(standin.mountpoint).set_tx_tracking(True) is False
+    assert standin.sysfs.to_data() == before
+    assert NativeBackend(tmp_path / "flash").set_tx_tracking(True) is False  # standalone
+
+
+TX_CHAIN = """\
+apiVersion: flashctl/v1
+kind: Chain
+metadata: {name: tx}
+spec:
+  interface: eth0
+  txTracking: true
+  nfs:
+    fw: {queues: [0]}
+    rt: {queues: [1]}
+  links:
+    - {from: nic, to: fw}
+    - {from: fw, to: rt}
+    - {from: rt, to: nic}
+"""
+
+
+@pytest.mark.parametrize("has_file", [True, False])
+def test_the_engine_sets_tx_tracking_through_the_driver(
+    parent: Path, tmp_path: Path, has_file: bool
+) -> None:
+    from flashctl.engine import Engine
+    from flashctl.store import Store
+
+    with mounted(parent, Variant(tx_tracking=has_file)) as fs:
+        fs.bind(pid=10, procname="fw", ifindex=2, qid=0)
+        fs.bind(pid=11, procname="rt", ifindex=2, qid=1)
+        backend = NativeBackend(parent / "flash", ifname=lambda _index: "eth0")
+        engine = Engine(backend, Store.open(tmp_path / "s.db"))
+        report = engine.apply([("tx.yaml", TX_CHAIN)], who="test")
+        assert fs.sysfs.read("0/next") == b"index\tflash_id\n0\t1\n"
+        kinds = [(e.kind, e.message) for e in engine.store.events() if e.kind != "write"]
+        if has_file:
+            assert fs.sysfs.tx_tracking == 1
+            assert report.warnings == []
+            assert ("tx_tracking", "tx_tracking set to 1 (tx)") in kinds
+        else:
+            warning = "txTracking true of tx not set: this kernel has no tx_tracking file"
+            assert report.warnings == [warning]
+            assert ("warning", warning) in kinds
 
 
 # --- churn -----------------------------------------------------------------------------
