@@ -555,17 +555,20 @@ SysfsRoot = Annotated[
 ]
 
 
+SimKernel = Annotated[
+    str | None,
+    typer.Option(
+        help="Simulated kernel of a new simulated host: flash (default), "
+        "flash-no-self-loop, flash-single, exnfc.",
+        metavar="KERNEL",
+    ),
+]
+
+
 @agent_app.command("run")
 def agent_run(
     backend: Annotated[str, typer.Option(help="sim (default) or native.")] = "sim",
-    kernel: Annotated[
-        str | None,
-        typer.Option(
-            help="Simulated kernel of a new simulated host: flash (default), "
-            "flash-no-self-loop, flash-single, exnfc.",
-            metavar="KERNEL",
-        ),
-    ] = None,
+    kernel: SimKernel = None,
     sysfs_root: SysfsRoot = None,
 ) -> None:
     """Run the agent in the foreground (for systemd; see examples/flashctl-agent.service)."""
@@ -579,6 +582,7 @@ def agent_run(
 @agent_app.command("start")
 def agent_start(
     backend: Annotated[str, typer.Option(help="sim (default) or native.")] = "sim",
+    kernel: SimKernel = None,
     sysfs_root: SysfsRoot = None,
 ) -> None:
     """Start an agent in the background (CLI commands also start one when needed)."""
@@ -594,7 +598,7 @@ def agent_start(
     if holder is not None:
         typer.echo(f"agent already running (pid {holder}, {home.root})")
         return
-    pid = start_agent(home, backend, sysfs_root)
+    pid = start_agent(home, backend, sysfs_root, kernel)
     typer.echo(f"started agent (pid {pid}, {backend} backend, {home.root})")
 
 

@@ -39,15 +39,20 @@ class AgentUnavailable(FlashctlError):
     pass
 
 
-def start_agent(home: Home, backend: str = "sim", sysfs_root: str | None = None) -> int:
+def start_agent(
+    home: Home, backend: str = "sim", sysfs_root: str | None = None, kernel: str | None = None
+) -> int:
     """Start `flashctl agent run` detached; return its pid once its socket answers.
-    `sysfs_root` is passed on as `--sysfs-root` (native backend)."""
+    `sysfs_root` is passed on as `--sysfs-root` (native backend), `kernel` as `--kernel`
+    (the simulated kernel of a new simulated host)."""
     home.ensure()
     home.check_socket_path()
     env = dict(os.environ, FLASHCTL_HOME=str(home.root))
     command = [sys.executable, "-m", "flashctl", "agent", "run", "--backend", backend]
     if sysfs_root is not None:
         command += ["--sysfs-root", sysfs_root]
+    if kernel is not None:
+        command += ["--kernel", kernel]
     with open(home.log, "ab") as log:
         offset = log.tell()  # what this agent writes starts here
         process = subprocess.Popen(
