@@ -6,8 +6,10 @@ puts this directory first on `sys.path`).
 
 from __future__ import annotations
 
-import fcntl
+import argparse
+import gc
 import hashlib
+import json
 import math
 import os
 import platform
@@ -27,6 +29,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flashctl.home import Home
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -119,6 +125,81 @@ def command_line() -> str:
     return shlex.join(["python", shown, *sys.argv[1:]])
 
 
+def import_path() -> None:
+    """Import flashctl from this checkout even when it is not installed."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(1, str(REPO))
+
+
+def json_child(
+    argv: Sequence[str], failed: str, env: Mapping[str, str] | None = None, stderr_tail: int = 0
+) -> dict[str, Any]:
+    """Run a child (cwd REPO, no stdin) and parse the JSON object on its last line of output.
+
+    On a non-zero exit: SystemExit with `failed` and the child's stderr (its last
+    `stderr_tail` characters, if set).
+    """
+    done = subprocess.run(
+        argv,
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"{failed}:\n{done.stderr[-stderr_tail:] if stderr_tail else done.stderr}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+class GcClock:
+    """Time spent in the cyclic garbage collector (and its runs), through gc.callbacks."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.count = 0
+        self._start = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.total += time.perf_counter() - self._start
+            self.count += 1
+
+    @contextmanager
+    def installed(self) -> Iterator[GcClock]:
+        gc.callbacks.append(self)
+        try:
+            yield self
+        finally:
+            gc.callbacks.remove(self)
+
+
+def section_head(title: str, *, from_root: bool = True) -> list[str]:
+    """A section's first lines: its title, where and when it ran, the command that ran it."""
+    where = " (from the repository root)" if from_root else ""
+    return [title, "", *machine_lines(), f"- command: `{command_line()}`{where}"]
+
+
+def add_record_args(parser: argparse.ArgumentParser, check: str | None) -> None:
+    """`--record` and (with its help text, unless None) `--check`."""
+    parser.add_argument("--record", action="store_true", help="write the section to RESULTS.md")
+    if check is not None:
+        parser.add_argument("--check", action="store_true", help=check)
+
+
+def finish(args: argparse.Namespace, name: str, section: str, passed: bool = True) -> int:
+    """Print the section, record it if `--record`; 1 if `--check` and a target failed."""
+    print()
+    print(section)
+    if args.record:
+        print(f"recorded in {record(name, section)}")
+    return 1 if getattr(args, "check", False) and not passed else 0
+
+
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     """A markdown table; the first column is left-aligned, the others right-aligned."""
     align = [":---"] + ["---:"] * (len(header) - 1)
@@ -160,8 +241,16 @@ class AgentProcess:
         return self.process.pid
 
     @property
+    def state(self) -> Home:
+        """The agent's files (socket, lock, store, sim kernel) as flashctl.home names them."""
+        import_path()
+        from flashctl.home import Home
+
+        return Home(self.home)
+
+    @property
     def socket(self) -> Path:
-        return self.home / "agent.sock"
+        return self.state.socket
 
     @property
     def log(self) -> Path:
@@ -205,20 +294,11 @@ def _stop(process: subprocess.Popen[bytes], timeout: float) -> None:
 
 def _lock_holder(home: Path) -> int | None:
     """The pid in `agent.lock` while an agent holds its flock, else None."""
-    try:
-        fd = os.open(home / "agent.lock", os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
-        return int(text) if text.isdigit() else None
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
+    import_path()
+    from flashctl.home import Home, lock_holder
+
+    holder = lock_holder(Home(home))
+    return None if holder == -1 else holder  # -1: held, but no pid written yet
 
 
 def _stop_stray(home: Path, ours: int) -> None:

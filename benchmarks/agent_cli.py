@@ -32,13 +32,14 @@ from typing import Any
 from _common import (
     REPO,
     AgentProcess,
-    command_line,
-    machine_lines,
+    add_record_args,
+    finish,
+    json_child,
     median,
     ms,
     percentile,
-    record,
     running_agent,
+    section_head,
     table,
 )
 from _common import verdict as word
@@ -175,7 +176,7 @@ def snapshot(launcher: Launcher, env: dict[str, str], agent: AgentProcess, chain
     text = _output([*flashctl, "events", "-o", "json", "--limit", "1000000"], env)
     events = [json.loads(line) for line in text.splitlines() if line.strip()]
     history = json.loads(_output([*flashctl, "history", chain, "-o", "json"], env))
-    kernel = agent.home / "sim-kernel.json"
+    kernel = agent.state.sim_kernel
     return Snapshot(events, len(history["items"]), kernel.read_bytes(), kernel.stat().st_mtime_ns)
 
 
@@ -283,18 +284,8 @@ def stage_times(env: dict[str, str], runs: int) -> list[float]:
     per_run: list[list[float]] = []
     statements = json.dumps([statement for _, statement in STAGES])
     for _ in range(runs):
-        done = subprocess.run(
-            [sys.executable, "-c", _STAGES_CHILD, statements, "status"],
-            cwd=REPO,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise SystemExit(f"the staged run failed:\n{done.stderr}")
-        result = json.loads(done.stdout.strip().splitlines()[-1])
+        argv = [sys.executable, "-c", _STAGES_CHILD, statements, "status"]
+        result = json_child(argv, "the staged run failed", env)
         if result["code"] != 0:
             raise SystemExit(f"flashctl status returned {result['code']} in the staged run")
         per_run.append([float(x) for x in result["times"]])
@@ -304,12 +295,11 @@ def stage_times(env: dict[str, str], runs: int) -> list[float]:
 def agent_share(agent: AgentProcess, calls: int) -> tuple[list[float], list[float]]:
     """Connect + hello, and one `status` call over an open connection, as seen by a client."""
     from flashctl.client import Client
-    from flashctl.home import Home
 
     connects, statuses = [], []
     for _ in range(calls):
         start = time.perf_counter()
-        with Client(Home(agent.home), autostart=False, say=lambda _text: None) as client:
+        with Client(agent.state, autostart=False, say=lambda _text: None) as client:
             connected = time.perf_counter()
             client.call("status")
             done = time.perf_counter()
@@ -351,10 +341,7 @@ def report(args: argparse.Namespace) -> tuple[str, bool]:
     base_env = child_env()
     example = args.example
     lines = [
-        "## agent_cli: `flashctl status` and `apply` with an agent running",
-        "",
-        *machine_lines(),
-        f"- command: `{command_line()}` (from the repository root)",
+        *section_head("## agent_cli: `flashctl status` and `apply` with an agent running"),
         f"- flashctl started as: {launcher.description}",
     ]
     with running_agent(launcher.prefix, base_env) as agent:
@@ -509,17 +496,12 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=2, help="unmeasured rounds first")
     parser.add_argument("--example", default=DEFAULT_EXAMPLE, help="the chain file to apply")
     parser.add_argument("--import-runs", type=int, default=5, help="-X importtime / staged runs")
-    parser.add_argument("--record", action="store_true", help="write the section to RESULTS.md")
-    parser.add_argument("--check", action="store_true", help="exit 1 if a target fails")
+    add_record_args(parser, check="exit 1 if a target fails")
     args = parser.parse_args()
     if args.rounds < 1 or args.warmup < 0 or args.import_runs < 1:
         parser.error("--rounds and --import-runs must be >= 1, --warmup >= 0")
     section, passed = report(args)
-    print()
-    print(section)
-    if args.record:
-        print(f"recorded in {record('agent_cli', section)}")
-    return 1 if args.check and not passed else 0
+    return finish(args, "agent_cli", section, passed)
 
 
 if __name__ == "__main__":

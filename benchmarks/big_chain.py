@@ -25,7 +25,6 @@ the objects each repetition leaves alive.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import cProfile
 import gc
 import io
@@ -35,13 +34,25 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from _common import REPO, command_line, machine_lines, median, ms, percentile, record, table
+from _common import (
+    REPO,
+    GcClock,
+    add_record_args,
+    finish,
+    import_path,
+    json_child,
+    median,
+    ms,
+    percentile,
+    section_head,
+    table,
+)
 from _common import verdict as word
 
 T = TypeVar("T")
@@ -61,12 +72,6 @@ PARTS = (
     "plan: projected_inventory",
     "plan: plan",
 )
-
-
-def _import_path() -> None:
-    """Import flashctl from this checkout even when it is not installed."""
-    if str(REPO) not in sys.path:
-        sys.path.insert(1, str(REPO))
 
 
 # --------------------------------------------------------------------------- chains
@@ -146,30 +151,6 @@ def tree_chain(nfs: int, threads: int) -> str:
 # ---------------------------------------------------------------------------- timing
 
 
-class GcClock:
-    """Time spent in the garbage collector, through gc.callbacks."""
-
-    def __init__(self) -> None:
-        self.total = 0.0
-        self.count = 0
-        self._start = 0.0
-
-    def __call__(self, phase: str, info: dict[str, Any]) -> None:
-        if phase == "start":
-            self._start = time.perf_counter()
-        else:
-            self.total += time.perf_counter() - self._start
-            self.count += 1
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[GcClock]:
-        gc.callbacks.append(self)
-        try:
-            yield self
-        finally:
-            gc.callbacks.remove(self)
-
-
 @dataclass(slots=True)
 class Sample:
     seconds: dict[str, float]
@@ -215,7 +196,7 @@ class Timer:
 
 def pipeline(name: str, text: str, timed: Timer, parts: bool) -> Facts:
     """One load + plan + diff + diff (and the parts, if asked), each stage timed."""
-    _import_path()
+    import_path()
     from flashctl.chains import graph
     from flashctl.chains.diff import apply_changes, diff
     from flashctl.chains.loader import load_sources
@@ -255,7 +236,7 @@ def pipeline(name: str, text: str, timed: Timer, parts: bool) -> Facts:
 
 def child_once(name: str, path: Path) -> dict[str, Any]:
     """In a fresh process: the yardstick, then the first pipeline of this process."""
-    _import_path()
+    import_path()
     import flashctl.chains.loader  # noqa: F401  (imports are not what this measures)
 
     text = path.read_text(encoding="utf-8")
@@ -270,7 +251,7 @@ def child_once(name: str, path: Path) -> dict[str, Any]:
 
 def child_repeat(name: str, path: Path, repeat: int) -> dict[str, Any]:
     """In a fresh process: the pipeline `repeat` times, and what each leaves alive."""
-    _import_path()
+    import_path()
     import flashctl.chains.loader  # noqa: F401
 
     text = path.read_text(encoding="utf-8")
@@ -296,23 +277,13 @@ def child_repeat(name: str, path: Path, repeat: int) -> dict[str, Any]:
 
 
 def _spawn(*args: str) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), *args],
-        cwd=REPO,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"child {' '.join(args)} failed:\n{done.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    argv = [sys.executable, str(Path(__file__).resolve()), *args]
+    return json_child(argv, f"child {' '.join(args)} failed", stderr_tail=3000)
 
 
 def profile(name: str, text: str, limit: int) -> str:
     """cProfile of one pipeline run (load, plan, both diffs), top functions by own time."""
-    _import_path()
+    import_path()
     from flashctl.chains.diff import apply_changes, diff
     from flashctl.chains.loader import load_sources
     from flashctl.chains.planner import plan, projected_inventory
@@ -426,9 +397,8 @@ def report(args: argparse.Namespace, paths: dict[str, Path]) -> tuple[str, bool]
             raise SystemExit(f"{name}: unexpected plan: {found}")
 
     title = f"## big_chain: validate, plan and diff a {args.sockets:,}-socket chain"
-    lines = [title, "", *machine_lines()]
+    lines = section_head(title)
     lines += [
-        f"- command: `{command_line()}` (from the repository root)",
         f"- {args.runs} runs per chain, alternating chains; each run is the first pipeline of "
         "a fresh process (imports not timed, gc enabled, its time shown separately); medians",
         *(_facts_line(name, facts[name]) for name in paths),
@@ -516,8 +486,7 @@ def main() -> int:
         "--profile", type=int, nargs="?", const=20, default=0, metavar="N", help="cProfile top N"
     )
     parser.add_argument("--write", type=Path, metavar="DIR", help="keep the chain files here")
-    parser.add_argument("--record", action="store_true", help="write the section to RESULTS.md")
-    parser.add_argument("--check", action="store_true", help="exit 1 if the target fails")
+    add_record_args(parser, check="exit 1 if the target fails")
     parser.add_argument("--child-once", nargs=2, metavar=("NAME", "FILE"), help=argparse.SUPPRESS)
     parser.add_argument(
         "--child-repeat", nargs=3, metavar=("NAME", "FILE", "K"), help=argparse.SUPPRESS
@@ -538,11 +507,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as scratch:
         paths = write_chains(args.write or Path(scratch), args.sockets, args.threads)
         section, passed = report(args, paths)
-    print()
-    print(section)
-    if args.record:
-        print(f"recorded in {record('big_chain', section)}")
-    return 1 if args.check and not passed else 0
+    return finish(args, "big_chain", section, passed)
 
 
 if __name__ == "__main__":

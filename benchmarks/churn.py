@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import gc
 import io
 import pstats
 import random
@@ -50,13 +49,15 @@ from typing import Any, TypeVar
 
 from _common import (
     REPO,
-    command_line,
-    machine_lines,
+    GcClock,
+    add_record_args,
+    finish,
+    import_path,
     median,
     ms,
     percentile,
-    record,
     running_agent,
+    section_head,
     table,
 )
 from _common import verdict as word
@@ -103,13 +104,7 @@ CHAINS: dict[str, tuple[str, str | None]] = {
 }
 
 
-def _import_path() -> None:
-    """Import flashctl from this checkout even when it is not installed."""
-    if str(REPO) not in sys.path:
-        sys.path.insert(1, str(REPO))
-
-
-_import_path()
+import_path()
 
 from flashctl.backends.sim import SimBackend, SimHost, SimProcess  # noqa: E402
 from flashctl.chains.diff import diff  # noqa: E402
@@ -120,31 +115,6 @@ from flashctl.store import Store  # noqa: E402
 def chain_text(name: str) -> tuple[str, str]:
     origin, text = CHAINS[name]
     return origin, text if text is not None else (REPO / origin).read_text(encoding="utf-8")
-
-
-# --------------------------------------------------------------------------- gc clock
-
-
-class GcClock:
-    """Time spent in the cyclic garbage collector, through gc.callbacks."""
-
-    def __init__(self) -> None:
-        self.total = 0.0
-        self._start = 0.0
-
-    def __call__(self, phase: str, info: dict[str, Any]) -> None:
-        if phase == "start":
-            self._start = time.perf_counter()
-        else:
-            self.total += time.perf_counter() - self._start
-
-    @contextmanager
-    def installed(self) -> Iterator[GcClock]:
-        gc.callbacks.append(self)
-        try:
-            yield self
-        finally:
-            gc.callbacks.remove(self)
 
 
 # --------------------------------------------------------------------------- the rig
@@ -513,14 +483,13 @@ def agent_run(chain: str, restarts: int, warmup: int, seed: int) -> AgentFacts:
     from cold_start import child_env, find_launcher
 
     from flashctl.client import Client
-    from flashctl.home import Home
 
     origin, text = chain_text(chain)
     rng = random.Random(seed + 3)
     facts = AgentFacts()
     with running_agent(find_launcher().prefix, child_env()) as agent:
         facts.pid, facts.home = agent.pid, str(agent.home)
-        with Client(Home(agent.home), autostart=False, say=lambda _text: None) as client:
+        with Client(agent.state, autostart=False, say=lambda _text: None) as client:
             client.call("apply", sources=[[f"{chain}.yaml", text]], message="churn benchmark")
             nfs = sorted(
                 p["nf"] for p in client.call("sim", action="list") if p.get("chain") == chain
@@ -610,12 +579,7 @@ def _stage_table(
 
 
 def report(args: argparse.Namespace) -> tuple[str, bool]:
-    lines = [
-        "## churn: rules repaired after socket churn",
-        "",
-        *machine_lines(),
-        f"- command: `{command_line()}` (from the repository root)",
-    ]
+    lines = section_head("## churn: rules repaired after socket churn")
     scratch = Path(tempfile.mkdtemp(prefix="flashctl-churn-"))
     rigs: list[Rig] = []
     try:
@@ -824,8 +788,7 @@ def main() -> int:
     parser.add_argument(
         "--profile", type=int, nargs="?", const=20, default=0, metavar="N", help="cProfile top N"
     )
-    parser.add_argument("--record", action="store_true", help="write the section to RESULTS.md")
-    parser.add_argument("--check", action="store_true", help="exit 1 if a target fails")
+    add_record_args(parser, check="exit 1 if a target fails")
     args = parser.parse_args()
     args.chain = args.chain or list(CHAINS)
     if min(args.restarts, args.stage_passes, args.events) < 1:
@@ -833,11 +796,7 @@ def main() -> int:
     if args.warmup < 0 or args.agent_restarts < 0:
         parser.error("--warmup and --agent-restarts must be >= 0")
     section, passed = report(args)
-    print()
-    print(section)
-    if args.record:
-        print(f"recorded in {record('churn', section)}")
-    return 1 if args.check and not passed else 0
+    return finish(args, "churn", section, passed)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from _common import REPO, command_line, machine_lines, median, ms, percentile, record, table
+from _common import (
+    REPO,
+    add_record_args,
+    finish,
+    json_child,
+    median,
+    ms,
+    percentile,
+    section_head,
+    table,
+)
 from _common import verdict as word
 
 HELP_LIMIT = 0.100  # seconds, absolute
@@ -234,18 +244,8 @@ def stage_breakdown(command: tuple[str, ...], runs: int) -> Breakdown:
     gc_counts: list[float] = []
     statements = json.dumps([statement for _, statement in STAGES])
     for _ in range(runs):
-        done = subprocess.run(
-            [sys.executable, "-c", _STAGES_CHILD, statements, *command],
-            cwd=REPO,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise SystemExit(f"the staged run failed:\n{done.stderr}")
-        result = json.loads(done.stdout.strip().splitlines()[-1])
+        argv = [sys.executable, "-c", _STAGES_CHILD, statements, *command]
+        result = json_child(argv, "the staged run failed", env)
         if result["code"] != 0:
             raise SystemExit(f"flashctl {' '.join(command)} returned {result['code']}")
         per_run.append([float(x) for x in result["times"]])
@@ -305,9 +305,8 @@ def report(args: argparse.Namespace) -> tuple[str, bool]:
     stats = {key: _stats(values) for key, values in samples.items()}
     floor_pass, floor_imports = stats["pass"].median, stats["floor"].median
 
-    lines = ["## cold_start: fresh-process wall time", "", *machine_lines()]
+    lines = section_head("## cold_start: fresh-process wall time")
     lines += [
-        f"- command: `{command_line()}` (from the repository root)",
         f"- flashctl started as: {launcher.description}",
         f"- {args.rounds} interleaved rounds after {args.warmup} warm-up rounds; each time is "
         "`subprocess.run` wall time (fork/exec included, the same for every row)",
@@ -422,17 +421,12 @@ def main() -> int:
         help=f"chain file for `validate` (repeatable; default: {', '.join(DEFAULT_EXAMPLES)})",
     )
     parser.add_argument("--import-runs", type=int, default=5, help="-X importtime runs")
-    parser.add_argument("--record", action="store_true", help="write the section to RESULTS.md")
-    parser.add_argument("--check", action="store_true", help="exit 1 if a target fails")
+    add_record_args(parser, check="exit 1 if a target fails")
     args = parser.parse_args()
     if args.rounds < 1 or args.warmup < 0 or args.import_runs < 1:
         parser.error("--rounds and --import-runs must be >= 1, --warmup >= 0")
     section, passed = report(args)
-    print()
-    print(section)
-    if args.record:
-        print(f"recorded in {record('cold_start', section)}")
-    return 1 if args.check and not passed else 0
+    return finish(args, "cold_start", section, passed)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
-from _common import command_line, machine_lines, record
+from _common import record, section_head
 
 from flashctl.backends.dataplane import (
     DEFAULT_RESOLUTION,
@@ -230,11 +230,9 @@ def main() -> None:
     with contextlib.redirect_stdout(Tee(sys.stdout, output)):
         report(args)
     if args.record:
+        title = "## dataplane_speed: the simulated data plane against real time"
         section = [
-            "## dataplane_speed: the simulated data plane against real time",
-            "",
-            *machine_lines(),
-            f"- command: `{command_line()}`",
+            *section_head(title, from_root=False),
             "",
             "```",
             output.getvalue().rstrip(),

@@ -59,16 +59,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from _common import REPO, command_line, machine_lines, median, percentile, record, table
+from _common import add_record_args, finish, import_path, median, percentile, section_head, table
 
-
-def _import_path() -> None:
-    """Import flashctl and the stand-in from this checkout even when it is not installed."""
-    if str(REPO) not in sys.path:
-        sys.path.insert(1, str(REPO))
-
-
-_import_path()
+import_path()  # flashctl and the stand-in, from this checkout even when it is not installed
 
 from flashctl.backends.base import write_rule  # noqa: E402
 from flashctl.backends.flashsys import FLASH_TABLE  # noqa: E402
@@ -375,9 +368,8 @@ def ms3(seconds: float) -> str:
 
 
 def report(args: argparse.Namespace) -> str:
-    lines = ["## Native driver over the FUSE stand-in (benchmarks/native_sysfs.py)", ""]
-    lines += machine_lines()
-    lines += [f"- command: `{command_line()}`", ""]
+    title = "## Native driver over the FUSE stand-in (benchmarks/native_sysfs.py)"
+    lines = [*section_head(title, from_root=False), ""]
     netns = private_netns()
     started = time.monotonic()
     with standin() as (host, mount):
@@ -517,7 +509,7 @@ def main() -> int:
     )
     parser.add_argument("--uevents", type=int, default=300, help="uevent path churns (0: skip)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--record", action="store_true", help="write the section to RESULTS.md")
+    add_record_args(parser, check=None)
     args = parser.parse_args()
     args.poll = args.poll or [(POLL_INTERVAL, 30), (0.05, 200)]
     if min(args.rounds, args.batch) < 1 or args.uevents < 0:
@@ -527,11 +519,7 @@ def main() -> int:
         print(f"native_sysfs: {reason}", file=sys.stderr)
         return 2
     section = report(args)
-    print()
-    print(section)
-    if args.record:
-        print(f"recorded in {record('native_sysfs', section)}")
-    return 0
+    return finish(args, "native_sysfs", section)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from _common import REPO, command_line, machine_lines, median, percentile, record, table
+from _common import REPO, add_record_args, finish, median, percentile, section_head, table
 from _common import verdict as word
 from cold_start import child_env, find_launcher
 
@@ -184,9 +184,8 @@ def report(args: argparse.Namespace, work: Path) -> tuple[str, bool]:
         for key, values in samples.items()
     ]
     target = median(samples["simulate"])
-    lines = ["## simulate_speed: `flashctl simulate` wall time", "", *machine_lines()]
+    lines = section_head("## simulate_speed: `flashctl simulate` wall time")
     lines += [
-        f"- command: `{command_line()}` (from the repository root)",
         f"- {args.rounds} interleaved rounds after {args.warmup} warm-up; each time is "
         "`subprocess.run` wall time of a fresh process",
         "- chain: nic -> nf0 -> ... -> nf7 -> nic, one UMEM, default NFs, 10 Mpps of 64 B",
@@ -232,18 +231,13 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured rounds first")
     parser.add_argument("--saturated-seconds", type=float, default=1.0)
     parser.add_argument("--saturated-runs", type=int, default=3)
-    parser.add_argument("--record", action="store_true", help="write the section to RESULTS.md")
-    parser.add_argument("--check", action="store_true", help="exit 1 if the target fails")
+    add_record_args(parser, check="exit 1 if the target fails")
     args = parser.parse_args()
     if args.rounds < 1 or args.warmup < 0 or args.saturated_runs < 1:
         parser.error("--rounds and --saturated-runs must be >= 1, --warmup >= 0")
     with tempfile.TemporaryDirectory(prefix="simspeed") as work:
         section, passed = report(args, Path(work))
-    print()
-    print(section)
-    if args.record:
-        print(f"recorded in {record('simulate_speed', section)}")
-    return 1 if args.check and not passed else 0
+    return finish(args, "simulate_speed", section, passed)
 
 
 if __name__ == "__main__":

@@ -47,11 +47,11 @@ from typing import Any
 from _common import (
     REPO,
     AgentProcess,
-    command_line,
-    machine_lines,
+    add_record_args,
+    finish,
     median,
-    record,
     running_agent,
+    section_head,
     table,
 )
 from _common import verdict as word
@@ -392,10 +392,7 @@ def report(args: argparse.Namespace) -> tuple[str, bool]:
     view = median(in_process["view"])
     top = median([w.process.core for w in ends["top"]])
     lines = [
-        "## top_cpu: `flashctl top` at 10 Hz on a 64-socket chain",
-        "",
-        *machine_lines(),
-        f"- command: `{command_line()}` (from the repository root)",
+        *section_head("## top_cpu: `flashctl top` at 10 Hz on a 64-socket chain"),
         f"- flashctl started as: {launcher.description}",
         f"- chain: nic -> nf0 -> ... -> nf7 -> nic, {THREADS} threads per NF (64 sockets), one "
         f"UMEM, {RATE} of 64 B frames; a `top` reply is {size / 1024:.0f} KiB of JSON",
@@ -464,17 +461,12 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per measurement")
     parser.add_argument("--warmup", type=float, default=3.0, help="end to end: seconds first")
     parser.add_argument("-n", "--rounds", type=int, default=3, help="interleaved rounds")
-    parser.add_argument("--record", action="store_true", help="write the section to RESULTS.md")
-    parser.add_argument("--check", action="store_true", help="exit 1 if a target fails")
+    add_record_args(parser, check="exit 1 if a target fails")
     args = parser.parse_args()
     if args.seconds <= 0 or args.rounds < 1 or args.warmup < 0:
         parser.error("--seconds must be > 0, --rounds >= 1, --warmup >= 0")
     section, passed = report(args)
-    print()
-    print(section)
-    if args.record:
-        print(f"recorded in {record('top_cpu', section)}")
-    return 1 if args.check and not passed else 0
+    return finish(args, "top_cpu", section, passed)
 
 
 if __name__ == "__main__":
