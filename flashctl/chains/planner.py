@@ -374,7 +374,7 @@ def _rules(
 
 
 def _hops_by_source(topology: Topology) -> dict[SocketKey, list[Hop]]:
-    """Hops grouped by source socket, in index order (Topology.next_of is O(hops) per call)."""
+    """Hops grouped by source socket, in index order."""
     grouped: dict[SocketKey, list[Hop]] = defaultdict(list)
     for hop in topology.hops:  # sorted by (source, index)
         grouped[hop.source].append(hop)

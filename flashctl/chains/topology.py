@@ -76,9 +76,10 @@ class Topology:
     index_table: dict[str, tuple[IndexEntry, ...]]
     ingress: tuple[str, ...]  # NFs the NIC delivers to, in link order
     egress: frozenset[str]  # NFs whose outputs leave on the wire
+    targets: dict[SocketKey, tuple[SocketKey, ...]]  # each source's next list, in index order
 
     def next_of(self, key: SocketKey) -> tuple[SocketKey, ...]:
-        return tuple(h.target for h in self.hops if h.source == key)
+        return self.targets.get(key, ())
 
 
 def output_links(chain: Chain) -> dict[tuple[str, str], Link]:
@@ -150,5 +151,11 @@ def expand(chain: Chain) -> Topology:
         index_table[name] = tuple(entries)
 
     hops.sort(key=lambda h: (h.source, h.index))
+    targets: dict[SocketKey, list[SocketKey]] = {}
+    for hop in hops:
+        targets.setdefault(hop.source, []).append(hop.target)
     ingress = tuple(dict.fromkeys(k.to for k in spec.links if k.source == NIC and k.to != NIC))
-    return Topology(tuple(sockets), tuple(hops), index_table, ingress, frozenset(egress))
+    frozen_targets = {source: tuple(keys) for source, keys in targets.items()}
+    return Topology(
+        tuple(sockets), tuple(hops), index_table, ingress, frozenset(egress), frozen_targets
+    )
