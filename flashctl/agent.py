@@ -176,7 +176,10 @@ class Agent:
             )
             tasks = [asyncio.create_task(self._reconcile_loop())]
             if self.live is not None:
-                tasks.append(asyncio.create_task(drive(self.live, self._model_failed)))
+                urgent = self.wake.is_set
+                tasks.append(
+                    asyncio.create_task(drive(self.live, self._model_failed, urgent=urgent))
+                )
             async with server:
                 await self.stopping.wait()
             for task in tasks:

@@ -360,18 +360,28 @@ def attach(backend: Backend, chains: Chains, **options: Any) -> LivePlane | None
     return live
 
 
-async def drive(live: LivePlane, report: Callable[[str], None], interval: float = TICK) -> None:
+async def drive(
+    live: LivePlane,
+    report: Callable[[str], None],
+    interval: float = TICK,
+    urgent: Callable[[], bool] = lambda: False,
+) -> None:
     """Run `live` in real time on the agent's loop: a wake-up every `interval`, yielding to
     the loop between rounds so that requests are served while the model catches up.
 
     No lock is taken: the loop is single-threaded and the engine and the simulated host are
     only changed by synchronous calls, so whenever this runs they are in a consistent state.
+    `urgent()` says the agent has control-plane work waiting (a reconcile after churn): the
+    model then yields the loop before its next round, since repairing rules matters more
+    than keeping the model's clock current.
     """
     try:
         while True:
+            while urgent():
+                await asyncio.sleep(0.001)
             live.sync()
             live.refill()
-            while live.round():
+            while not urgent() and live.round():
                 await asyncio.sleep(0)
             live.settle()
             await asyncio.sleep(interval)
