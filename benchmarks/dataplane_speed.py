@@ -67,32 +67,20 @@ TARGET = 1.0  # ratio to real time at line rate
 
 
 def chain(threads: int) -> Chain:
-    names = [f"nf{i}" for i in range(NFS)]
-    nfs = {
-        name: {"queues": list(range(i * threads, (i + 1) * threads))}
-        for i, name in enumerate(names)
-    }
-    links = [{"from": "nic", "to": names[0]}]
-    links += [{"from": a, "to": b} for a, b in pairwise(names)]
-    links.append({"from": names[-1], "to": "nic"})
-    spec = {
-        "interface": "eth0",
-        "umems": [{"name": "chain", "nfs": names}],
-        "nfs": nfs,
-        "links": links,
-        "traffic": [{"into": names[0], "rate": "100Gbps", "size": 64}],
-    }
-    document = {"apiVersion": "flashctl/v1", "kind": "Chain", "metadata": {"name": "speed"}}
-    return Chain.model_validate({**document, "spec": spec})
+    nfs = {f"nf{i}": {"queues": list(range(i * threads, (i + 1) * threads))} for i in range(NFS)}
+    return linear("speed", nfs, "100Gbps")
 
 
 def saturated(poll: str) -> Chain:
     """nic -> nf0 -> ... -> nf7 -> nic, one thread each, nf4 capped at 5 Mpps, 10 Mpps in."""
-    names = [f"nf{i}" for i in range(NFS)]
-    nfs: dict[str, Any] = {
-        name: {"queues": [i], "sim": {"poll": poll}} for i, name in enumerate(names)
-    }
-    nfs[names[NFS // 2]]["sim"]["capacity"] = "5Mpps"
+    nfs: dict[str, Any] = {f"nf{i}": {"queues": [i], "sim": {"poll": poll}} for i in range(NFS)}
+    nfs[f"nf{NFS // 2}"]["sim"]["capacity"] = "5Mpps"
+    return linear("saturated", nfs, "10Mpps")
+
+
+def linear(name: str, nfs: dict[str, Any], rate: str) -> Chain:
+    """nic -> the NFs in order -> nic, all in one UMEM, 64 B packets at `rate` into the first."""
+    names = list(nfs)
     links = [{"from": "nic", "to": names[0]}]
     links += [{"from": a, "to": b} for a, b in pairwise(names)]
     links.append({"from": names[-1], "to": "nic"})
@@ -101,9 +89,9 @@ def saturated(poll: str) -> Chain:
         "umems": [{"name": "chain", "nfs": names}],
         "nfs": nfs,
         "links": links,
-        "traffic": [{"into": names[0], "rate": "10Mpps", "size": 64}],
+        "traffic": [{"into": names[0], "rate": rate, "size": 64}],
     }
-    document = {"apiVersion": "flashctl/v1", "kind": "Chain", "metadata": {"name": "saturated"}}
+    document = {"apiVersion": "flashctl/v1", "kind": "Chain", "metadata": {"name": name}}
     return Chain.model_validate({**document, "spec": spec})
 
 

@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
-import importlib.util
 import multiprocessing
 import os
 import random
@@ -73,7 +72,7 @@ from flashctl.backends.native import (  # noqa: E402
 )
 from flashctl.engine import Engine  # noqa: E402
 from flashctl.store import Store  # noqa: E402
-from tests.linux.flashfs import FlashFS, mounted  # noqa: E402
+from tests.linux.flashfs import FlashFS, fuse_missing, mounted  # noqa: E402
 
 CLONE_NEWNET = 0x40000000
 NLMSG_MIN_TYPE = 0x10  # netlink_rcv_skb skips control messages below this type
@@ -95,18 +94,6 @@ spec:
     - {from: fw, to: rt}
     - {from: rt, to: nic}
 """
-
-
-def missing() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (mounting the FUSE stand-in)"
-    if not os.path.exists("/dev/fuse"):
-        return "no /dev/fuse"
-    if shutil.which("fusermount3") is None:
-        return "no fusermount3 (apt-get install fuse3)"
-    if importlib.util.find_spec("mfusepy") is None:
-        return "no mfusepy (pip install mfusepy)"
-    return None
 
 
 def private_netns() -> str | None:
@@ -514,7 +501,7 @@ def main() -> int:
     args.poll = args.poll or [(POLL_INTERVAL, 30), (0.05, 200)]
     if min(args.rounds, args.batch) < 1 or args.uevents < 0:
         parser.error("--rounds and --batch must be >= 1, --uevents >= 0")
-    reason = missing()
+    reason = fuse_missing()
     if reason is not None:
         print(f"native_sysfs: {reason}", file=sys.stderr)
         return 2

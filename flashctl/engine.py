@@ -251,8 +251,10 @@ class Engine:
         dry_run: bool = False,
     ) -> ApplyReport:
         items = self.check(sources)
+        # Expanded once: the kernel check, the plan and the running chain all use it.
+        topologies = {item.chain.name: expand(item.chain) for item in items}
         for item in items:
-            self._check_kernel(item.chain)
+            self._check_kernel(item.chain, topologies[item.chain.name])
         self._check_tx_tracking(items)
         report = ApplyReport([], dry_run)
         if not dry_run and self.prepare is not None:
@@ -264,7 +266,7 @@ class Engine:
             current = self.running.get(item.chain.name)
             digest = spec_hash(item.document.text)
             changed = current is None or current.revision.spec_hash != digest
-            planned = plan(item.chain, inventory)
+            planned = plan(item.chain, inventory, topologies[item.chain.name])
             changes = diff(planned, observed)
             work.append((item, planned, changes, changed))
             report.chains.append(ChainReport(item.chain.name, None, changes, changed))
@@ -273,11 +275,11 @@ class Engine:
         self._commit(work, report, who, message)
         return report
 
-    def _check_kernel(self, chain: Chain) -> None:
+    def _check_kernel(self, chain: Chain, topology: Topology) -> None:
         """Refuse what this kernel cannot hold: older kernels keep one id in `next`."""
         if self.backend.info().table:
             return
-        targets = Counter(hop.source for hop in expand(chain).hops)
+        targets = Counter(hop.source for hop in topology.hops)
         for socket, count in sorted(targets.items()):
             if count > 1:
                 raise InputError(
@@ -363,9 +365,11 @@ class Engine:
             if failed:
                 restored = f"could not restore flash-ids {failed}; the agent keeps reconciling"
             raise RolledBack(f"apply rolled back: {exc.message}; {restored}", exc.hint) from None
+        topologies = {item.chain.name: planned.topology for item, planned, *_rest in work}
         for item, revision in revisions:
             committed = self.store.commit_revision(item.chain.name, revision.rev)
-            self.running[item.chain.name] = Running.of(item.chain, committed)
+            topology = topologies[item.chain.name]
+            self.running[item.chain.name] = Running(item.chain, committed, topology)
             writes = next(len(c.changes) for c in report.chains if c.name == item.chain.name)
             self.store.add_event(
                 "apply",

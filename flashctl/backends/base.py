@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from flashctl.backends.flashsys import FLASH_SINGLE, FLASH_TABLE, format_next, parse_next
 from flashctl.chains.planner import Inventory
 from flashctl.errors import FlashctlError
 
@@ -60,34 +61,6 @@ def write_error(flash_id: int, text: str, err: int) -> BackendError:
         hint,
         errno_=err,
     )
-
-
-def format_next(ids: Sequence[int]) -> str:
-    """The canonical text of a rule: `"3 5\\n"`, or `"-1\\n"` to clear (one write() call)."""
-    return (" ".join(str(i) for i in ids) if ids else "-1") + "\n"
-
-
-def parse_next(text: str, *, table: bool = True) -> tuple[int, ...]:
-    """A `next` file's content back to ids: `-1\\n` -> (), the index table -> its ids."""
-    if text == "-1\n":
-        return ()
-    lines = text.split("\n")
-    if lines[-1] != "":
-        raise ValueError(f"rule text does not end in a newline: {text!r}")
-    lines = lines[:-1]
-    if not table:
-        if len(lines) != 1 or not lines[0].isdigit():
-            raise ValueError(f"unexpected single-int rule text {text!r}")
-        return (int(lines[0]),)
-    if not lines or lines[0] != "index\tflash_id":
-        raise ValueError(f"unexpected rule text {text!r}")
-    ids = []
-    for position, line in enumerate(lines[1:]):
-        index, _, value = line.partition("\t")
-        if index != str(position) or not value.isdigit():
-            raise ValueError(f"unexpected rule line {line!r} in {text!r}")
-        ids.append(int(value))
-    return tuple(ids)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +150,7 @@ def _parse_shown(flash_id: int, text: str, table: bool) -> tuple[int, ...]:
     """`parse_next`, with a text the kernel printed but flashctl cannot read as BackendError
     (the kernel cuts a table at PAGE_SIZE - 1 bytes), so callers handle one error type."""
     try:
-        return parse_next(text, table=table)
+        return parse_next(text, FLASH_TABLE if table else FLASH_SINGLE)
     except ValueError:
         shown = text if len(text) <= 40 else text[:40] + "..."
         raise BackendError(
@@ -189,7 +162,10 @@ def _parse_shown(flash_id: int, text: str, table: bool) -> tuple[int, ...]:
 
 def write_rule(backend: Backend, flash_id: int, ids: Sequence[int]) -> None:
     """Write one rule and read it back; BackendError if the kernel shows something else."""
-    text = format_next(ids)
+    try:
+        text = format_next(ids)
+    except ValueError as exc:
+        raise BackendError(f"cannot write flash-id {flash_id}'s next: {exc}") from None
     backend.write_rule_text(flash_id, text)
     shown = _parse_shown(flash_id, backend.read_rule_text(flash_id), backend.info().table)
     if shown != tuple(ids):

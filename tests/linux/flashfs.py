@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import importlib.util
 import os
+import shutil
 import stat
 import subprocess
 import threading
@@ -178,3 +180,16 @@ def mounted(parent: Path, variant: Variant) -> Iterator[FlashFS]:
         yield fs
     finally:
         fs.unmount()
+
+
+def fuse_missing() -> str | None:
+    """Why the FUSE stand-in cannot be mounted here, or None."""
+    if os.geteuid() != 0:
+        return "mounting the FUSE stand-in needs root"
+    if not os.path.exists("/dev/fuse"):
+        return "no /dev/fuse"
+    if shutil.which("fusermount3") is None:
+        return "no fusermount3 (apt-get install fuse3)"
+    if importlib.util.find_spec("mfusepy") is None:
+        return "no mfusepy (pip install mfusepy)"
+    return None

@@ -13,7 +13,6 @@ there they fail.
 from __future__ import annotations
 
 import errno
-import importlib.util
 import json
 import os
 import pickle
@@ -48,26 +47,13 @@ from flashctl.backends.native import (
 )
 from flashctl.chains.planner import Inventory
 from tests.backends.contract import BackendContract
-from tests.linux.flashfs import FlashFS, mounted
+from tests.linux.flashfs import FlashFS, fuse_missing, mounted
 
 NOBODY = 65534
 WAIT = 5.0  # seconds a churn notification may take at most
 FIRST_IFINDEX = 100  # the stand-in's interfaces; any number works, names come from the harness
 
 _T = TypeVar("_T")
-
-
-def fuse_missing() -> str | None:
-    """Why the FUSE stand-in cannot be mounted here, or None."""
-    if os.geteuid() != 0:
-        return "mounting the FUSE stand-in needs root"
-    if not os.path.exists("/dev/fuse"):
-        return "no /dev/fuse"
-    if shutil.which("fusermount3") is None:
-        return "no fusermount3 (apt-get install fuse3)"
-    if importlib.util.find_spec("mfusepy") is None:
-        return "no mfusepy (pip install mfusepy)"
-    return None
 
 
 @pytest.fixture
