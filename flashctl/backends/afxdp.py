@@ -293,7 +293,7 @@ class Desc:
 
 
 @dataclass(frozen=True, slots=True)
-class _Offsets:
+class RingOffsets:
     producer: int
     consumer: int
     desc: int
@@ -305,15 +305,23 @@ class Ring:
     completion; `producer`/`consumer` read the live shared indices."""
 
     def __init__(
-        self, fd: int, size: int, offsets: _Offsets, page_offset: int, entry: int, name: str
+        self,
+        fd: int,
+        size: int,
+        offsets: RingOffsets,
+        page_offset: int,
+        entry: int,
+        name: str,
+        *,
+        readonly: bool = False,
     ) -> None:
         self.name = name
         self.size = size
         self.mask = size - 1
         self.length = offsets.desc + size * entry
-        self.address = _mmap(
-            self.length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, page_offset, name
-        )
+        # An observer maps read-only: it can never corrupt an index the owner relies on.
+        prot = PROT_READ if readonly else PROT_READ | PROT_WRITE
+        self.address = _mmap(self.length, prot, MAP_SHARED | MAP_POPULATE, fd, page_offset, name)
         self._producer = ctypes.c_uint32.from_address(self.address + offsets.producer)
         self._consumer = ctypes.c_uint32.from_address(self.address + offsets.consumer)
         self._flags = ctypes.c_uint32.from_address(self.address + offsets.flags)
@@ -341,8 +349,17 @@ class Ring:
 class AddrRing(Ring):
     """Fill or completion ring: entries are u64 UMEM offsets."""
 
-    def __init__(self, fd: int, size: int, offsets: _Offsets, page_offset: int, name: str) -> None:
-        super().__init__(fd, size, offsets, page_offset, 8, name)
+    def __init__(
+        self,
+        fd: int,
+        size: int,
+        offsets: RingOffsets,
+        page_offset: int,
+        name: str,
+        *,
+        readonly: bool = False,
+    ) -> None:
+        super().__init__(fd, size, offsets, page_offset, 8, name, readonly=readonly)
         self._entries = (ctypes.c_uint64 * size).from_address(self._desc)
 
     def produce(self, addrs: Sequence[int]) -> int:
@@ -366,8 +383,18 @@ class AddrRing(Ring):
 class DescRing(Ring):
     """RX or TX ring: entries are struct xdp_desc."""
 
-    def __init__(self, fd: int, size: int, offsets: _Offsets, page_offset: int, name: str) -> None:
-        super().__init__(fd, size, offsets, page_offset, ctypes.sizeof(_XdpDesc), name)
+    def __init__(
+        self,
+        fd: int,
+        size: int,
+        offsets: RingOffsets,
+        page_offset: int,
+        name: str,
+        *,
+        readonly: bool = False,
+    ) -> None:
+        entry = ctypes.sizeof(_XdpDesc)
+        super().__init__(fd, size, offsets, page_offset, entry, name, readonly=readonly)
         self._entries = (_XdpDesc * size).from_address(self._desc)
 
     def produce(self, descs: Sequence[Desc]) -> int:
@@ -392,6 +419,130 @@ class DescRing(Ring):
 
 
 _R = TypeVar("_R", DescRing, AddrRing)
+
+
+@dataclass(frozen=True, slots=True)
+class RingSizes:
+    """Entries per ring; 0 means "this socket has no such ring" (nothing is mapped)."""
+
+    rx: int = 0
+    tx: int = 0
+    fill: int = 0
+    completion: int = 0
+
+
+@dataclass(slots=True)
+class MappedRings:
+    """The rings of one socket as mapped by this process (its own, or an observer's copy)."""
+
+    rx: DescRing | None = None
+    tx: DescRing | None = None
+    fill: AddrRing | None = None
+    completion: AddrRing | None = None
+
+    def occupancy(self) -> Rings:
+        """Producer - consumer of each ring (entries in use), with the ring sizes."""
+
+        def used(ring: Ring | None) -> tuple[int, int]:
+            return (ring.used(), ring.size) if ring is not None else (0, 0)
+
+        rx, rx_size = used(self.rx)
+        tx, tx_size = used(self.tx)
+        fill, fill_size = used(self.fill)
+        completion, completion_size = used(self.completion)
+        return Rings(rx, tx, fill, completion, rx_size, tx_size, fill_size, completion_size)
+
+    def indices(self) -> dict[str, tuple[int, int]]:
+        """(producer, consumer) of every mapped ring: cumulative u32 counters (they wrap)."""
+        found = {"rx": self.rx, "tx": self.tx, "fill": self.fill, "completion": self.completion}
+        return {n: (r.producer, r.consumer) for n, r in found.items() if r is not None}
+
+    def close(self) -> None:
+        for name in ("rx", "tx", "fill", "completion"):
+            ring: Ring | None = getattr(self, name)
+            if ring is not None:
+                ring.close()
+                setattr(self, name, None)
+
+
+def _getsockopt(fd: int, option: int, size: int, operation: str) -> bytes:
+    """getsockopt(SOL_XDP) on a raw fd through libc: Python's socket object cannot wrap an
+    AF_XDP fd it did not create (it asks getsockname, which AF_XDP refuses)."""
+    buffer = ctypes.create_string_buffer(size)
+    length = ctypes.c_uint32(size)
+    if _libc().getsockopt(fd, SOL_XDP, option, buffer, ctypes.byref(length)) != 0:
+        raise _fail(operation, ctypes.get_errno())
+    return buffer.raw[: length.value]
+
+
+def mmap_offsets(fd: int) -> dict[str, RingOffsets]:
+    """XDP_MMAP_OFFSETS of an AF_XDP socket fd: where each ring's producer, consumer, flags
+    and descriptors sit inside its mapping, keyed rx/tx/fill/completion."""
+    raw = _getsockopt(fd, XDP_MMAP_OFFSETS, 128, "reading XDP_MMAP_OFFSETS")
+    names = ("rx", "tx", "fill", "completion")
+    if len(raw) == 128:
+        values = struct.unpack("=16Q", raw)
+        return {
+            n: RingOffsets(values[4 * i], values[4 * i + 1], values[4 * i + 2], values[4 * i + 3])
+            for i, n in enumerate(names)
+        }
+    if len(raw) == 96:  # before 5.4: no flags word; it sat right after the consumer
+        values = struct.unpack("=12Q", raw)
+        return {
+            n: RingOffsets(
+                values[3 * i], values[3 * i + 1], values[3 * i + 2], values[3 * i + 1] + 4
+            )
+            for i, n in enumerate(names)
+        }
+    raise AfXdpError(f"XDP_MMAP_OFFSETS returned {len(raw)} bytes, expected 128 or 96")
+
+
+def map_rings(fd: int, sizes: RingSizes, *, readonly: bool = False) -> MappedRings:
+    """Map the rings of the AF_XDP socket `fd` whose sizes are non-zero. Works on a socket
+    this process created, on one another process passed over SCM_RIGHTS (how a FLASH NF maps
+    the sockets the monitor bound for it), and, read-only, on an observer's pidfd_getfd copy.
+    On failure nothing stays mapped."""
+    offsets = mmap_offsets(fd)
+    rings = MappedRings()
+    try:
+        if sizes.rx:
+            rings.rx = DescRing(
+                fd, sizes.rx, offsets["rx"], XDP_PGOFF_RX_RING, "the RX ring", readonly=readonly
+            )
+        if sizes.tx:
+            rings.tx = DescRing(
+                fd, sizes.tx, offsets["tx"], XDP_PGOFF_TX_RING, "the TX ring", readonly=readonly
+            )
+        if sizes.fill:
+            rings.fill = AddrRing(
+                fd,
+                sizes.fill,
+                offsets["fill"],
+                XDP_UMEM_PGOFF_FILL_RING,
+                "the fill ring",
+                readonly=readonly,
+            )
+        if sizes.completion:
+            rings.completion = AddrRing(
+                fd,
+                sizes.completion,
+                offsets["completion"],
+                XDP_UMEM_PGOFF_COMPLETION_RING,
+                "the completion ring",
+                readonly=readonly,
+            )
+    except BaseException:
+        rings.close()
+        raise
+    return rings
+
+
+def read_statistics(fd: int) -> dict[str, int]:
+    """XDP_STATISTICS of an AF_XDP socket fd. Kernels before 5.9 return only the first three
+    counters; the others are then absent from the result rather than reported as zero."""
+    raw = _getsockopt(fd, XDP_STATISTICS, 8 * len(STAT_NAMES), "reading XDP_STATISTICS")
+    count = len(raw) // 8
+    return dict(zip(STAT_NAMES, struct.unpack(f"={count}Q", raw[: 8 * count]), strict=False))
 
 
 # --- the socket -------------------------------------------------------------------------
@@ -518,46 +669,14 @@ class XskSocket:
                 except OSError as exc:
                     raise _fail(f"setting {label} to {size}", exc.errno or 0) from None
 
-    def _offsets(self) -> dict[str, _Offsets]:
-        try:
-            raw = self.sock.getsockopt(SOL_XDP, XDP_MMAP_OFFSETS, 128)
-        except OSError as exc:
-            raise _fail("reading XDP_MMAP_OFFSETS", exc.errno or 0) from None
-        names = ("rx", "tx", "fill", "completion")
-        if len(raw) == 128:
-            values = struct.unpack("=16Q", raw)
-            return {
-                n: _Offsets(values[4 * i], values[4 * i + 1], values[4 * i + 2], values[4 * i + 3])
-                for i, n in enumerate(names)
-            }
-        if len(raw) == 96:  # before 5.4: no flags word; it sat right after the consumer
-            values = struct.unpack("=12Q", raw)
-            return {
-                n: _Offsets(
-                    values[3 * i], values[3 * i + 1], values[3 * i + 2], values[3 * i + 1] + 4
-                )
-                for i, n in enumerate(names)
-            }
-        raise AfXdpError(f"XDP_MMAP_OFFSETS returned {len(raw)} bytes, expected 128 or 96")
-
     def _map_rings(self, rx: int, tx: int, fill: int, completion: int) -> None:
-        offsets = self._offsets()
-        if rx:
-            self.rx = DescRing(self.fd, rx, offsets["rx"], XDP_PGOFF_RX_RING, "the RX ring")
-        if tx:
-            self.tx = DescRing(self.fd, tx, offsets["tx"], XDP_PGOFF_TX_RING, "the TX ring")
-        if fill:
-            self.fill = AddrRing(
-                self.fd, fill, offsets["fill"], XDP_UMEM_PGOFF_FILL_RING, "the fill ring"
-            )
-        if completion:
-            self.completion = AddrRing(
-                self.fd,
-                completion,
-                offsets["completion"],
-                XDP_UMEM_PGOFF_COMPLETION_RING,
-                "the completion ring",
-            )
+        rings = map_rings(self.fd, RingSizes(rx, tx, fill, completion))
+        self.rx, self.tx, self.fill, self.completion = (
+            rings.rx,
+            rings.tx,
+            rings.fill,
+            rings.completion,
+        )
 
     def _bind(self, flags: int, shared: bool, retry: float) -> None:
         address = _SockaddrXdp(AF_XDP, flags, self.ifindex, self.queue, 0)
@@ -629,25 +748,10 @@ class XskSocket:
 
     def occupancy(self) -> Rings:
         """Producer - consumer of each ring (entries in use), with the ring sizes."""
-
-        def used(ring: Ring | None) -> tuple[int, int]:
-            return (ring.used(), ring.size) if ring is not None else (0, 0)
-
-        rx, rx_size = used(self.rx)
-        tx, tx_size = used(self.tx)
-        fill, fill_size = used(self.fill)
-        completion, completion_size = used(self.completion)
-        return Rings(rx, tx, fill, completion, rx_size, tx_size, fill_size, completion_size)
+        return MappedRings(self.rx, self.tx, self.fill, self.completion).occupancy()
 
     def statistics(self) -> dict[str, int]:
-        """XDP_STATISTICS. Kernels before 5.9 return only the first three counters; the
-        others are then absent from the result rather than reported as zero."""
-        try:
-            raw = self.sock.getsockopt(SOL_XDP, XDP_STATISTICS, 8 * len(STAT_NAMES))
-        except OSError as exc:
-            raise _fail("reading XDP_STATISTICS", exc.errno or 0) from None
-        count = len(raw) // 8
-        return dict(zip(STAT_NAMES, struct.unpack(f"={count}Q", raw[: 8 * count]), strict=False))
+        return read_statistics(self.fd)
 
     def close(self) -> None:
         """Unmap the rings, then close the socket (a live mapping keeps the socket alive)."""
