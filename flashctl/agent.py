@@ -28,7 +28,7 @@ from flashctl import __version__
 from flashctl.backends.base import Backend
 from flashctl.backends.simplane import LivePlane, attach, drive
 from flashctl.engine import ApplyReport, Engine, Prepare
-from flashctl.errors import ExitCode, FlashctlError
+from flashctl.errors import ChainError, Diagnostic, ExitCode, FlashctlError
 from flashctl.home import AgentLock, Home
 from flashctl.protocol import (
     MAX_LINE,
@@ -43,6 +43,7 @@ from flashctl.store import Store
 
 if TYPE_CHECKING:
     from flashctl.chains.spec import Chain
+    from flashctl.nfhost import MonitorSettings, NfHost
 
 MAX_CONNECTIONS = 64
 HELLO_TIMEOUT = 5.0
@@ -114,8 +115,10 @@ class Agent:
         kernel: str | None = None,
         sysfs_root: Path | None = None,
         reconcile_interval: float = RECONCILE_INTERVAL,
+        monitor: MonitorSettings | None = None,
     ) -> None:
         self.home = home
+        self.monitor = monitor
         self.backend_name = backend
         self.kernel = kernel
         self.sysfs_root = sysfs_root
@@ -128,6 +131,7 @@ class Agent:
         self.engine: Engine
         self.store: Store
         self.live: LivePlane | None = None  # the data-plane model, on the simulated backend
+        self.nfhost: NfHost | None = None  # monitor protocol and NF processes (native)
         self.handlers: dict[str, Handler] = {
             "status": self.op_status,
             "apply": self.op_apply,
@@ -161,6 +165,7 @@ class Agent:
             self.engine = Engine(backend, self.store, prepare=prepare)
             self.engine.load_active()
             self.live = attach(backend, self._running_chains)
+            await self._start_nfhost(backend)
             loop = asyncio.get_running_loop()
             backend.subscribe(lambda: self._wake_soon(loop))
             with contextlib.suppress(FileNotFoundError):
@@ -186,12 +191,48 @@ class Agent:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await self._stop_nfhost()
             backend.close()
             self.store.add_event("agent", f"agent stopped (pid {os.getpid()})")
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.home.socket)
             self.store.close()
+
+    async def _start_nfhost(self, backend: Backend) -> None:
+        if self.monitor is None or self.backend_name != "native":
+            return
+        from flashctl.backends.native import NativeBackend
+        from flashctl.nfhost import NfHost
+
+        def record(kind: str, message: str, chain: str | None, data: dict[str, Any]) -> None:
+            self.store.add_event(kind, message, chain=chain, data=data)
+
+        host = NfHost(self.home.root / "logs", self.monitor, record, self._clear_upstream)
+        await host.start()
+        self.nfhost = host
+        if isinstance(backend, NativeBackend):
+            backend.observe(host.xsks)
+        await host.sync(self._running_chains())
+
+    async def _stop_nfhost(self) -> None:
+        """NFs go with the agent (their sockets would); rules pointing at them go first."""
+        if self.nfhost is None:
+            return
+        async with self.lock:
+            for attached in self.nfhost.server.attached():
+                self._clear_upstream(attached.chain, attached.nf)
+            await self.nfhost.close()
+
+    def _clear_upstream(self, chain: str, nf: str) -> None:
+        try:
+            self.engine.clear_upstream_of(chain, nf)
+        except FlashctlError as exc:
+            self.store.add_event("error", f"clearing rules into {chain}/{nf}: {exc.message}")
+
+    async def _sync_nfs(self) -> None:
+        if self.nfhost is not None:
+            await self.nfhost.sync(self._running_chains())
 
     def _running_chains(self) -> dict[str, Chain]:
         return {name: running.chain for name, running in self.engine.running.items()}
@@ -342,17 +383,42 @@ class Agent:
 
     async def op_status(self, args: dict[str, Any], peer: Peer) -> Any:
         async with self.lock:
-            return self.engine.status(args.get("chain"))
+            data = self.engine.status(args.get("chain"))
+            if self.nfhost is not None:
+                data["monitor"] = self.nfhost.status()
+            return data
+
+    def _check_runs(self, sources: list[tuple[str, str]]) -> None:
+        """Refuse an apply whose NFs cannot run (missing program, unknown user) before the
+        engine changes anything; invalid documents are left to the engine's report."""
+        from flashctl.chains.loader import load_sources
+
+        assert self.nfhost is not None
+        try:
+            loaded = load_sources(sources)
+        except FlashctlError:
+            return  # the engine reports invalid documents, all of them, with locations
+        problems = [
+            Diagnostic(d.severity, d.path, d.message, d.hint, found.document.locate(d.path))
+            for found in loaded.chains
+            for d in self.nfhost.check(found.chain)
+        ]
+        if problems:
+            raise ChainError(problems)
 
     async def op_apply(self, args: dict[str, Any], peer: Peer) -> Any:
         sources = [(str(name), str(text)) for name, text in args["sources"]]
         async with self.lock:
+            if self.nfhost is not None:
+                self._check_runs(sources)
             report = self.engine.apply(
                 sources,
                 who=peer.who,
                 message=args.get("message"),
                 dry_run=bool(args.get("dryRun")),
             )
+            if not args.get("dryRun"):
+                await self._sync_nfs()
         self.wake.set()
         return _report_data(report)
 
@@ -371,6 +437,7 @@ class Agent:
                 results.append(
                     {"chain": name, "writes": _writes_data(changes.writes), "stopped": stopped}
                 )
+            await self._sync_nfs()
         return results
 
     def _stop_chain_nfs(self, chain: str) -> list[str]:
@@ -393,6 +460,7 @@ class Agent:
             report = self.engine.rollback(
                 str(args["chain"]), None if to is None else int(to), who=peer.who
             )
+            await self._sync_nfs()
         self.wake.set()
         return _report_data(report)
 
@@ -504,7 +572,12 @@ def _event_data(event: Any) -> dict[str, Any]:
 
 
 def run_agent(
-    home: Home, backend: str, kernel: str | None = None, sysfs_root: Path | None = None
+    home: Home,
+    backend: str,
+    kernel: str | None = None,
+    sysfs_root: Path | None = None,
+    monitor: MonitorSettings | None = None,
 ) -> None:
     """`flashctl agent run`: serve in the foreground until SIGTERM/SIGINT."""
-    asyncio.run(Agent(home, backend, kernel=kernel, sysfs_root=sysfs_root).run())
+    agent = Agent(home, backend, kernel=kernel, sysfs_root=sysfs_root, monitor=monitor)
+    asyncio.run(agent.run())

@@ -13,7 +13,13 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-STATE_STYLE = {"in-sync": "green", "drifted": "red", "pending": "yellow", "orphaned": "magenta"}
+STATE_STYLE = {
+    "in-sync": "green",
+    "drifted": "red",
+    "pending": "yellow",
+    "orphaned": "magenta",
+    "standalone": "cyan",
+}
 DISRUPTION_STYLE = {
     "hitless": "green",
     "redirect-gap": "yellow",
@@ -126,7 +132,72 @@ def status_view(data: dict[str, Any]) -> Group:
                 Text(f"{orphan['reason']} -> {orphan['action']}"),
             )
         parts.append(table)
+    if data.get("monitor"):
+        parts.append(monitor_table(data["monitor"]))
+    if data.get("xsks"):
+        parts.append(xsk_table(data["xsks"]))
     return Group(*parts)
+
+
+def monitor_table(monitor: dict[str, Any]) -> Table | Text:
+    """Which NFs are attached over the FLASH monitor socket, and their processes."""
+    if not monitor["nfs"]:
+        return Text(f"FLASH monitor at {monitor['socket']}: no NF seats", style="dim")
+    table = Table(title=escape(f"FLASH monitor at {monitor['socket']}"), title_justify="left")
+    for column in ("nf", "seat", "attached", "sockets", "process"):
+        table.add_column(column)
+    for nf in monitor["nfs"]:
+        process = nf.get("process")
+        if process is None:
+            run = "started by someone else"
+        else:
+            run = f"{process['state']}" + (f" pid {process['pid']}" if process["pid"] else "")
+            if process["restarts"]:
+                run += f", {process['restarts']} restarts"
+            if process.get("lastExit"):
+                run += f" (last: {process['lastExit']})"
+        attached = (
+            Text(f"pid {nf['pid']}", style="green")
+            if nf["attached"]
+            else Text("waiting", style="yellow")
+        )
+        table.add_row(
+            f"{nf['chain']}/{nf['nf']}",
+            f"umem_id {nf['umemId']} nf_id {nf['nfId']}",
+            attached,
+            str(nf["sockets"]),
+            Text(run),
+        )
+    return table
+
+
+def xsk_table(xsks: Sequence[dict[str, Any]]) -> Table:
+    """Every observed AF_XDP socket: ring occupancy (used/size) and packet counters."""
+    table = Table(title="AF_XDP sockets", title_justify="left")
+    for column in ("owner", "where", "rx", "tx", "fill", "compl", "rx pkts", "tx pkts", "drops"):
+        table.add_column(column, justify="right" if column[0] in "rtfcd" else "left")
+    for xsk in xsks:
+        rings, counters = xsk["rings"], xsk["counters"]
+        if xsk["owner"] == "flashctl":
+            owner = f"{xsk['chain']}/{xsk['nf']}/{xsk['thread']}"
+        else:
+            owner = f"{xsk['procname']} (pid {', '.join(map(str, xsk['pids']))})"
+        where = "?" if xsk.get("queue") is None else f"{xsk['interface']} q{xsk['queue']}"
+        drops = sum(
+            counters.get(k, 0) for k in ("rx_dropped", "rx_ring_full", "rx_fill_ring_empty_descs")
+        )
+        table.add_row(
+            Text(owner),
+            where,
+            *(
+                f"{rings[r]}/{rings[r + '_size']}" if rings[r + "_size"] else "-"
+                for r in ("rx", "tx", "fill", "completion")
+            ),
+            _si(counters.get("rx_packets", 0)),
+            _si(counters.get("tx_packets", 0)),
+            _si(drops),
+        )
+    return table
 
 
 def _si(value: float) -> str:

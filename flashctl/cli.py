@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -407,12 +408,20 @@ def _wait_in_sync(client: Client, chains: list[str], timeout: float) -> None:
     while True:
         status = client.call("status")
         states = {c["name"]: c["state"] for c in status["chains"] if c["name"] in chains}
-        if all(states.get(name) == "in-sync" for name in chains):
-            typer.echo(f"in sync: {', '.join(chains)}", err=True)
+        # Without a FLASH kernel "every socket bound" is as far as a chain gets.
+        done = ("in-sync", "standalone")
+        if all(states.get(name) in done for name in chains):
+            standalone = [n for n in chains if states[n] == "standalone"]
+            typer.echo(
+                f"in sync: {', '.join(chains)}"
+                if not standalone
+                else f"bound, standalone (no FLASH kernel, no rules): {', '.join(standalone)}",
+                err=True,
+            )
             return
         if time.monotonic() > deadline:
             waiting = ", ".join(
-                f"{n} ({states.get(n, 'missing')})" for n in chains if states.get(n) != "in-sync"
+                f"{n} ({states.get(n, 'missing')})" for n in chains if states.get(n) not in done
             )
             raise FlashctlError(
                 f"not in sync after {timeout:g} s: {waiting}", "see `flashctl status`"
@@ -544,6 +553,47 @@ def events(
                 typer.echo(json.dumps(event) if output is TableFormat.json else event_line(event))
 
 
+@app.command()
+def logs(
+    target: Annotated[
+        str, typer.Argument(help="`chain/nf`, or `nf` when one chain has it.", metavar="NF")
+    ],
+    lines: Annotated[int, typer.Option("-n", "--lines", help="How many recent lines.")] = 50,
+    follow: Annotated[bool, typer.Option("-f", "--follow", help="Follow new lines.")] = False,
+) -> None:
+    """Output of an NF the agent runs (`nfs.<nf>.run`), with the agent's start/exit notes."""
+    from flashctl.home import resolve_home
+    from flashctl.supervisor import follow_log, log_name, read_log
+
+    if lines < 0:
+        raise InputError(f"--lines is {lines}", "give a number of lines, 0 or more")
+    directory = resolve_home().root / "logs"
+    if "/" in target:
+        path = directory / log_name(target)
+        if not path.exists():
+            raise FlashctlError(
+                f"no log for {target}",
+                "only NFs with a `run` command have logs, once the native agent started them",
+            )
+    else:
+        found = sorted(directory.glob("*." + log_name(target))) if directory.is_dir() else []
+        if not found:
+            raise FlashctlError(
+                f"no log for an NF named {target!r}",
+                "only NFs with a `run` command have logs, once the native agent started them",
+            )
+        if len(found) > 1:
+            names = ", ".join(p.name.removesuffix(".log").replace(".", "/", 1) for p in found)
+            raise InputError(f"several chains have an NF {target!r}", f"name one of: {names}")
+        path = found[0]
+    if not follow:
+        for line in read_log(path, lines):
+            typer.echo(line)
+        return
+    for line in follow_log(path, lines):
+        typer.echo(line)
+
+
 SysfsRoot = Annotated[
     str | None,
     typer.Option(
@@ -565,18 +615,81 @@ SimKernel = Annotated[
 ]
 
 
+MonitorSocket = Annotated[
+    Path | None,
+    typer.Option(
+        help="The FLASH monitor socket FLASH NFs connect to (native backend). "
+        "Default: $FLASHCTL_MONITOR_SOCKET, else /tmp/flash/uds.sock.",
+        metavar="PATH",
+    ),
+]
+MonitorGroup = Annotated[
+    str | None,
+    typer.Option(help="Group that may attach NFs (the socket becomes 0660).", metavar="GROUP"),
+]
+NoMonitor = Annotated[
+    bool, typer.Option("--no-monitor", help="Do not serve the FLASH monitor protocol.")
+]
+NoForeign = Annotated[
+    bool,
+    typer.Option("--no-foreign", help="Do not observe other processes' AF_XDP sockets."),
+]
+
+
+def _monitor_settings(
+    backend: str, path: Path | None, group: str | None, off: bool, no_foreign: bool
+) -> Any:
+    """What the native agent serves; None on the simulated backend or with --no-monitor."""
+    if backend != "native" or off:
+        if path is not None or group is not None:
+            raise FlashctlError(
+                "--monitor-socket and --monitor-group apply to the native backend's monitor",
+                "add --backend native (and drop --no-monitor)",
+            )
+        return None
+    from flashctl.backends.monitor import DEFAULT_SOCKET
+    from flashctl.nfhost import MonitorSettings
+
+    default = os.environ.get("FLASHCTL_MONITOR_SOCKET")
+    chosen = path or (Path(default) if default else DEFAULT_SOCKET)
+    if len(os.fsencode(str(chosen))) > 107:
+        raise FlashctlError(
+            f"the monitor socket path {chosen} is longer than the 107 bytes Unix sockets allow",
+            "pick a shorter --monitor-socket",
+        )
+    mode = 0o660 if group is not None else 0o600
+    return MonitorSettings(chosen, mode=mode, group=group, watch_foreign=not no_foreign)
+
+
+def _monitor_args(path: Path | None, group: str | None, off: bool, no_foreign: bool) -> list[str]:
+    args = [] if path is None else ["--monitor-socket", str(path)]
+    args += [] if group is None else ["--monitor-group", group]
+    args += ["--no-monitor"] if off else []
+    return args + (["--no-foreign"] if no_foreign else [])
+
+
 @agent_app.command("run")
 def agent_run(
     backend: Annotated[str, typer.Option(help="sim (default) or native.")] = "sim",
     kernel: SimKernel = None,
     sysfs_root: SysfsRoot = None,
+    monitor_socket: MonitorSocket = None,
+    monitor_group: MonitorGroup = None,
+    no_monitor: NoMonitor = False,
+    no_foreign: NoForeign = False,
 ) -> None:
-    """Run the agent in the foreground (for systemd; see examples/flashctl-agent.service)."""
+    """Run the agent in the foreground (for systemd; see examples/flashctl-agent.service).
+
+    On the native backend it also serves the FLASH monitor protocol, so unmodified FLASH
+    NFs attach to it, runs the NFs chains give a `run` command, and observes every AF_XDP
+    socket on the host for `status` and `top`."""
     from flashctl.agent import run_agent
     from flashctl.home import resolve_home
 
+    settings = _monitor_settings(backend, monitor_socket, monitor_group, no_monitor, no_foreign)
     gc.enable()
-    run_agent(resolve_home(), backend, kernel, None if sysfs_root is None else Path(sysfs_root))
+    root = None if sysfs_root is None else Path(sysfs_root)
+    run_agent(resolve_home(), backend, kernel, root, settings)
 
 
 @agent_app.command("start")
@@ -584,6 +697,10 @@ def agent_start(
     backend: Annotated[str, typer.Option(help="sim (default) or native.")] = "sim",
     kernel: SimKernel = None,
     sysfs_root: SysfsRoot = None,
+    monitor_socket: MonitorSocket = None,
+    monitor_group: MonitorGroup = None,
+    no_monitor: NoMonitor = False,
+    no_foreign: NoForeign = False,
 ) -> None:
     """Start an agent in the background (CLI commands also start one when needed)."""
     from flashctl.client import start_agent
@@ -593,12 +710,14 @@ def agent_start(
         raise FlashctlError(
             "--sysfs-root applies to the native backend only", "add --backend native"
         )
+    _monitor_settings(backend, monitor_socket, monitor_group, no_monitor, no_foreign)
     home = resolve_home()
     holder = lock_holder(home)
     if holder is not None:
         typer.echo(f"agent already running (pid {holder}, {home.root})")
         return
-    pid = start_agent(home, backend, sysfs_root, kernel)
+    extra = _monitor_args(monitor_socket, monitor_group, no_monitor, no_foreign)
+    pid = start_agent(home, backend, sysfs_root, kernel, extra)
     typer.echo(f"started agent (pid {pid}, {backend} backend, {home.root})")
 
 

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from flashctl import __version__
@@ -40,7 +40,11 @@ class AgentUnavailable(FlashctlError):
 
 
 def start_agent(
-    home: Home, backend: str = "sim", sysfs_root: str | None = None, kernel: str | None = None
+    home: Home,
+    backend: str = "sim",
+    sysfs_root: str | None = None,
+    kernel: str | None = None,
+    extra: Sequence[str] = (),
 ) -> int:
     """Start `flashctl agent run` detached; return its pid once its socket answers.
     `sysfs_root` is passed on as `--sysfs-root` (native backend), `kernel` as `--kernel`
@@ -53,6 +57,7 @@ def start_agent(
         command += ["--sysfs-root", sysfs_root]
     if kernel is not None:
         command += ["--kernel", kernel]
+    command += extra  # `agent run` options passed through (the monitor's)
     with open(home.log, "ab") as log:
         offset = log.tell()  # what this agent writes starts here
         process = subprocess.Popen(

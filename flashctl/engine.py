@@ -21,10 +21,10 @@ import hashlib
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from flashctl.backends.base import Backend, BackendError, read_rules, write_rule
+from flashctl.backends.base import Backend, BackendError, XskSample, read_rules, write_rule
 from flashctl.chains import graph
 from flashctl.chains.diff import Changes, Write, diff, teardown
 from flashctl.chains.loader import LoadedChain, load_sources
@@ -472,14 +472,27 @@ class Engine:
         if name is not None:
             self._running(name)
         inventory, observed = self.observe()
-        sample = {s.flash_id: s for s in self.backend.sample().sockets}
+        sampled = self.backend.sample()
+        sample = {s.flash_id: s for s in sampled.sockets}
         chains = []
         owned: set[int] = set()
         for chain_name, planned in self.plans(inventory).items():
             owned |= planned.owned_ids
             if name is not None and chain_name != name:
                 continue
-            chains.append(_chain_status(self.running[chain_name], planned, observed, sample))
+            standalone = {}
+            if not self.backend.info().chaining:
+                standalone = {
+                    (x.nf, x.thread): x
+                    for x in sampled.xsks
+                    if x.owner == "flashctl"
+                    and x.chain == chain_name
+                    and x.nf is not None
+                    and x.thread is not None
+                }
+            chains.append(
+                _chain_status(self.running[chain_name], planned, observed, sample, standalone)
+            )
         live = inventory.ids()
         orphans = [
             {
@@ -506,7 +519,25 @@ class Engine:
             "chains": chains,
             "orphans": orphans if name is None else [],
             "sockets": len(inventory.sockets),
+            "xsks": [xsk_data(x) for x in sampled.xsks if name is None or x.chain == name],
         }
+
+
+def xsk_data(xsk: XskSample) -> dict[str, Any]:
+    """One observed AF_XDP socket as `status -o json` and `top` carry it."""
+    return {
+        "owner": xsk.owner,
+        "pids": list(xsk.pids),
+        "procname": xsk.procname,
+        "interface": xsk.ifname,
+        "queue": xsk.queue,
+        "chain": xsk.chain,
+        "nf": xsk.nf,
+        "thread": xsk.thread,
+        "inode": xsk.inode,
+        "rings": asdict(xsk.rings),
+        "counters": dict(xsk.counters),
+    }
 
 
 def _orphan_reason(rule: Sequence[int], live: frozenset[int]) -> str:
@@ -529,8 +560,14 @@ def _targets_text(planned: Plan, rule: SocketRule) -> str:
 
 
 def _chain_status(
-    running: Running, planned: Plan, observed: dict[int, tuple[int, ...]], sample: dict[int, Any]
+    running: Running,
+    planned: Plan,
+    observed: dict[int, tuple[int, ...]],
+    sample: dict[int, Any],
+    standalone: dict[tuple[str, int], XskSample],
 ) -> dict[str, Any]:
+    """`standalone`: the agent's own sockets of this chain by (nf, thread), when the backend
+    cannot chain (no FLASH kernel): bound and working, but without flash-ids or rules."""
     sockets = []
     for binding in planned.bindings:
         entry: dict[str, Any] = {
@@ -542,7 +579,16 @@ def _chain_status(
             "flashId": binding.flash_id,
         }
         rule = planned.rule_for(binding.flash_id) if binding.flash_id is not None else None
-        if binding.status != "bound" or rule is None:
+        own = standalone.get((binding.socket.nf, binding.socket.thread))
+        if own is not None:
+            entry.update(
+                state="standalone",
+                reason=f"bound by the agent for pid {', '.join(map(str, own.pids))}; "
+                "without the FLASH kernel it has no flash-id and no rules",
+                action="",
+                counters=dict(own.counters),
+            )
+        elif binding.status != "bound" or rule is None:
             entry.update(
                 state="pending",
                 reason=binding.reason,
@@ -574,11 +620,14 @@ def _chain_status(
                     entry["rates"] = dict(socket_sample.rates)
         sockets.append(entry)
     states = [s["state"] for s in sockets]
-    overall = (
-        "in-sync"
-        if all(s == "in-sync" for s in states)
-        else ("drifted" if "drifted" in states else "pending")
-    )
+    if all(s == "in-sync" for s in states):
+        overall = "in-sync"
+    elif "drifted" in states:
+        overall = "drifted"
+    elif all(s == "standalone" for s in states):
+        overall = "standalone"
+    else:
+        overall = "pending"
     return {
         "name": running.chain.name,
         "revision": running.revision.rev,

@@ -14,7 +14,7 @@ from typing import Any
 from flashctl.analysis import Snapshot, SocketView
 from flashctl.backends.base import SocketSample
 from flashctl.chains.planner import Plan, SocketRule
-from flashctl.engine import Engine
+from flashctl.engine import Engine, xsk_data
 
 
 def top_data(engine: Engine, chain: str | None = None) -> dict[str, Any]:
@@ -31,6 +31,8 @@ def top_data(engine: Engine, chain: str | None = None) -> dict[str, Any]:
         "backend": engine.backend.info().name,
         "counters": bool(sample.sockets),
         "snapshot": Snapshot(at=sample.at, sockets=tuple(views)).to_data(),
+        # Real AF_XDP sockets (native backend): the agent's own and other processes'.
+        "xsks": [xsk_data(x) for x in sample.xsks if chain is None or x.chain == chain],
     }
 
 

@@ -31,6 +31,7 @@ from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.live import Live
 from rich.segment import Segment
 from rich.style import Style
+from rich.table import Table
 from rich.text import Text
 
 from flashctl.analysis import (
@@ -64,6 +65,7 @@ class TopSample:
     backend: str
     counters: bool  # whether the backend sampled any counters
     model: Mapping[str, Any] | None  # the simulator's data-plane model: time, lag, chains
+    xsks: tuple[Mapping[str, Any], ...] = ()  # real AF_XDP sockets (native backend)
 
     @classmethod
     def from_data(cls, data: Mapping[str, Any]) -> TopSample:
@@ -72,6 +74,7 @@ class TopSample:
             backend=str(data.get("backend", "?")),
             counters=bool(data.get("counters")),
             model=data.get("model"),
+            xsks=tuple(data.get("xsks") or ()),
         )
 
     def generation(self, chain: str) -> int | None:
@@ -119,6 +122,7 @@ class Analysis:
     summaries: Sequence[ChainSummary]
     bottlenecks: Sequence[Bottleneck]
     span: float  # seconds between the two samples (0: no rates)
+    before: TopSample | None = None  # the earlier sample of the pair, if any
 
 
 def analyse(before: TopSample | None, after: TopSample) -> Analysis:
@@ -136,7 +140,7 @@ def analyse(before: TopSample | None, after: TopSample) -> Analysis:
         known = rates(Snapshot(before.snapshot.at, kept), after.snapshot)
     snapshot = after.snapshot
     return Analysis(
-        after, known, summarize(snapshot, known), find_bottlenecks(snapshot, known), span
+        after, known, summarize(snapshot, known), find_bottlenecks(snapshot, known), span, before
     )
 
 
@@ -252,11 +256,75 @@ def render(analysis: Analysis, state: ViewState, *, interval: float | None = Non
         if summary.chain in shown:
             _chain_lines(text, summary, bottlenecks.get(summary.chain), analysis.span > 0)
     sockets = [s for s in analysis.sample.snapshot.sockets if s.chain in shown]
-    if not sockets:
+    xsks = xsk_rates(analysis)
+    if not sockets and not xsks:
         text.append("\nno sockets: no chain is running (flashctl apply CHAIN.yaml)\n", "dim")
         return Group(text)
-    table = _table(_sorted(sockets, analysis.rates, SORTS[state.sort].key), analysis, state)
-    return Group(text, table)
+    parts: list[Any] = [text]
+    if sockets:
+        parts.append(
+            _table(_sorted(sockets, analysis.rates, SORTS[state.sort].key), analysis, state)
+        )
+    if xsks:
+        parts.append(_xsk_table(xsks))
+    return Group(*parts)
+
+
+def _xsk_key(xsk: Mapping[str, Any]) -> tuple[Any, ...]:
+    if xsk.get("inode") is not None:
+        return ("inode", xsk["inode"])
+    return (xsk.get("chain"), xsk.get("nf"), xsk.get("thread"), tuple(xsk.get("pids", ())))
+
+
+def xsk_rates(analysis: Analysis) -> list[dict[str, Any]]:
+    """Each observed AF_XDP socket of the last sample with its packet rates since the one
+    before (None without an earlier sample of the same socket)."""
+    before = {}
+    span = analysis.span
+    if analysis.before is not None and span > 0:
+        before = {_xsk_key(x): x for x in analysis.before.xsks}
+    out = []
+    for xsk in analysis.sample.xsks:
+        earlier = before.get(_xsk_key(xsk))
+        per_second: dict[str, float] | None = None
+        if earlier is not None:
+            per_second = {
+                name: max(0, value - earlier["counters"].get(name, 0)) / span
+                for name, value in xsk["counters"].items()
+            }
+        out.append({**xsk, "perSecond": per_second})
+    return out
+
+
+def _xsk_table(xsks: Sequence[Mapping[str, Any]]) -> Table:
+    table = Table(title="AF_XDP sockets", title_justify="left", box=None, header_style="bold")
+    for column in ("owner", "where", "rx", "fill", "tx", "compl", "rx pps", "tx pps", "drops/s"):
+        table.add_column(column, justify="left" if column in ("owner", "where") else "right")
+    for xsk in xsks:
+        rings, rate = xsk["rings"], xsk.get("perSecond")
+        if xsk["owner"] == "flashctl":
+            owner = f"{xsk['chain']}/{xsk['nf']}/{xsk['thread']}"
+        else:
+            owner = f"{xsk['procname']} ({', '.join(map(str, xsk['pids']))})"
+        where = "?" if xsk.get("queue") is None else f"{xsk['interface']} q{xsk['queue']}"
+        drops = None
+        if rate is not None:
+            drops = sum(rate.get(k, 0.0) for k in DROP_COUNTERS)
+        table.add_row(
+            Text(owner),
+            where,
+            *(
+                f"{rings[r]}/{rings[r + '_size']}" if rings[r + "_size"] else "-"
+                for r in ("rx", "fill", "tx", "completion")
+            ),
+            "-" if rate is None else _pps(rate.get("rx_packets", 0.0)),
+            "-" if rate is None else _pps(rate.get("tx_packets", 0.0)),
+            "-" if drops is None else _pps(drops),
+        )
+    return table
+
+
+DROP_COUNTERS = ("rx_dropped", "rx_ring_full", "rx_fill_ring_empty_descs")
 
 
 def _chain_names(snapshot: Snapshot) -> list[str]:
@@ -282,7 +350,7 @@ def _header(text: Text, analysis: Analysis, state: ViewState, interval: float | 
     if state.paused:
         text.append("  [paused]", "bold yellow")
     text.append("\n")
-    if not sample.counters:
+    if not sample.counters and not sample.xsks:
         text.append(f"the {sample.backend} backend samples no counters: sockets only\n", "yellow")
     elif analysis.span <= 0:
         text.append("measuring: rates appear after the next sample\n", "dim")
@@ -534,6 +602,7 @@ def sample_data(
         ],
         "chains": [s.to_data() for s in keep(analysis.summaries)],
         "bottlenecks": [b.to_data() for b in keep(analysis.bottlenecks)],
+        "xsks": [x for x in xsk_rates(analysis) if chain is None or x.get("chain") == chain],
     }
 
 

@@ -303,3 +303,67 @@ def test_no_keys_without_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     with topview.keyboard() as keys:
         assert isinstance(keys, topview.NoKeys)
         assert keys.read(0.0) is None
+
+
+# --- real AF_XDP sockets (native backend) ---------------------------------------------------
+
+
+def xsk(owner: str, rx_packets: int, tx_packets: int, rx: int, drops: int = 0) -> dict[str, Any]:
+    rings = {"rx": rx, "tx": 0, "fill": 4096 - rx, "completion": 0}
+    sizes = {"rx_size": 2048, "tx_size": 2048, "fill_size": 4096, "completion_size": 2048}
+    mine = owner == "flashctl"
+    return {
+        "owner": owner,
+        "pids": [4242] if mine else [77, 78],
+        "procname": "flashnf" if mine else "suricata",
+        "interface": "veth0" if mine else None,
+        "queue": 3 if mine else None,
+        "chain": "edge" if mine else None,
+        "nf": "fw" if mine else None,
+        "thread": 0 if mine else None,
+        "inode": None if mine else 991,
+        "rings": {**rings, **sizes},
+        "counters": {
+            "rx_packets": rx_packets,
+            "tx_packets": tx_packets,
+            "rx_ring_full": drops,
+            "rx_dropped": 0,
+        },
+    }
+
+
+def native(at: float, *xsks: dict[str, Any]) -> TopSample:
+    return TopSample(Snapshot(at), "native", False, None, xsks=xsks)
+
+
+def test_af_xdp_sockets_get_occupancy_and_rates_between_samples() -> None:
+    before = native(1.0, xsk("flashctl", 1000, 900, 5), xsk("foreign", 50, 0, 0))
+    after = native(1.5, xsk("flashctl", 3000, 2900, 37, drops=10), xsk("foreign", 50, 0, 0))
+    analysis = analyse(before, after)
+    [own, other] = topview.xsk_rates(analysis)
+    assert own["perSecond"]["rx_packets"] == 4000.0
+    assert own["perSecond"]["tx_packets"] == 4000.0
+    assert own["perSecond"]["rx_ring_full"] == 20.0
+    assert other["perSecond"]["rx_packets"] == 0.0
+    lines = frame(analysis).splitlines()
+    table = lines[lines.index("AF_XDP sockets") :]
+    assert table[1].split() == [
+        *("owner", "where", "rx", "fill", "tx", "compl", "rx", "pps", "tx", "pps", "drops/s")
+    ]
+    assert table[2].split() == [
+        *("edge/fw/0", "veth0", "q3", "37/2048", "4059/4096", "0/2048", "0/2048"),
+        *("4", "kpps", "4", "kpps", "20", "pps"),
+    ]
+    assert table[3].split() == [
+        *("suricata", "(77,", "78)", "?", "0/2048", "4096/4096", "0/2048", "0/2048"),
+        *("0", "pps", "0", "pps", "0", "pps"),
+    ]
+    assert "samples no counters" not in lines[1]
+
+
+def test_the_first_af_xdp_sample_has_no_rates() -> None:
+    analysis = analyse(None, native(1.0, xsk("foreign", 50, 0, 0)))
+    [only] = topview.xsk_rates(analysis)
+    assert only["perSecond"] is None
+    row = frame(analysis).splitlines()[-1].split()
+    assert row[-3:] == ["-", "-", "-"]

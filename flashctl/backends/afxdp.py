@@ -88,6 +88,7 @@ BPF_PSEUDO_MAP_FD: Final = 1
 XDP_PASS: Final = 2
 XDP_FLAGS_SKB_MODE: Final = 1 << 1
 XDP_FLAGS_DRV_MODE: Final = 1 << 2
+XDP_FLAGS_HW_MODE: Final = 1 << 3
 
 PROT_READ: Final = 1
 PROT_WRITE: Final = 2
@@ -875,14 +876,19 @@ class XdpProgram:
 
     def attach(self, interface: str | int, *, mode: str = "") -> None:
         """Attach to an interface with BPF_LINK_CREATE. mode: "" (driver if it can, else
-        generic), "skb" (generic) or "drv" (native)."""
+        generic), "skb" (generic), "drv" (native) or "hw" (offloaded)."""
         if self.prog_fd is None:
             raise AfXdpError("attaching the XDP program: the program is closed")
         if self.link_fd is not None:
             raise AfXdpError("the XDP program is already attached; make another to attach twice")
-        flags = {"": 0, "skb": XDP_FLAGS_SKB_MODE, "drv": XDP_FLAGS_DRV_MODE}.get(mode)
+        flags = {
+            "": 0,
+            "skb": XDP_FLAGS_SKB_MODE,
+            "drv": XDP_FLAGS_DRV_MODE,
+            "hw": XDP_FLAGS_HW_MODE,
+        }.get(mode)
         if flags is None:
-            raise AfXdpError(f"unknown XDP mode {mode!r}: use '', 'skb' or 'drv'")
+            raise AfXdpError(f"unknown XDP mode {mode!r}: use '', 'skb', 'drv' or 'hw'")
         ifindex, ifname = _interface(interface)
         attr = ctypes.create_string_buffer(
             struct.pack("=IIII", self.prog_fd, ifindex, BPF_XDP, flags), 64

@@ -86,9 +86,30 @@ class SocketSample:
 
 
 @dataclass(frozen=True, slots=True)
+class XskSample:
+    """One real AF_XDP socket as observed on the host, FLASH or not: those the agent created
+    for NFs (`owner` "flashctl", with their chain, NF and thread) and those other processes
+    bound themselves (`owner` "foreign"). Counters are cumulative: `rx_packets` (RX
+    producer), `tx_packets` (TX consumer), `fill_posted`, `completions`, and XDP_STATISTICS."""
+
+    owner: str  # "flashctl" | "foreign"
+    pids: tuple[int, ...]
+    procname: str
+    ifname: str | None
+    queue: int | None
+    rings: Rings
+    counters: dict[str, int]
+    chain: str | None = None
+    nf: str | None = None
+    thread: int | None = None
+    inode: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Sample:
     at: float  # seconds on the backend's clock (the simulator's: model time)
     sockets: tuple[SocketSample, ...] = ()
+    xsks: tuple[XskSample, ...] = ()  # real AF_XDP sockets (native backend)
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,8 @@ from flashctl.backends.base import (
     BackendInfo,
     ChurnListener,
     Sample,
+    SocketSample,
+    XskSample,
     check_tx_tracking,
     tx_tracking_error,
     write_error,
@@ -62,6 +64,7 @@ _CANONICAL_ID = re.compile(r"0|[1-9][0-9]*")
 _FORMAT_PROBE: Final = b"1 99999999999\n"
 
 IfName = Callable[[int], str]
+Observer = Callable[[], list[XskSample]]
 SelfLoop = Literal["accept", "reject"]
 Identity = tuple[int, int, str, int, int]  # flash-id, pid, procname, ifindex, qid
 
@@ -212,6 +215,7 @@ class NativeBackend:
         self._stop = threading.Event()
         self._wake_r, self._wake_w = -1, -1
         self._thread: threading.Thread | None = None
+        self._observers: list[Observer] = []
 
     # --- probing -------------------------------------------------------------------------
 
@@ -340,8 +344,27 @@ class NativeBackend:
                 "give the socket fewer targets",
             )
 
+    def observe(self, observer: Observer) -> None:
+        """Add a source of real AF_XDP sockets to `sample()`: the agent's own sockets (read
+        through its mappings) and other processes' (`xskwatch`)."""
+        self._observers.append(observer)
+
     def sample(self) -> Sample:
-        return Sample(at=self.clock())  # ring occupancy needs the AF_XDP part (part 2)
+        """Every observed AF_XDP socket; those FLASH knows also by flash-id, matched on
+        (interface, queue) as the kernel shows them."""
+        at = self.clock()
+        xsks = tuple(x for observer in self._observers for x in observer())
+        if not xsks:
+            return Sample(at=at)
+        by_queue = {(x.ifname, x.queue): x for x in xsks if x.queue is not None}
+        sockets = []
+        if find_kset(self.root) is not None:
+            for live in self.inventory().sockets:
+                found = by_queue.get((live.interface, live.qid))
+                if found is not None:
+                    counters = {k: float(v) for k, v in found.counters.items()}
+                    sockets.append(SocketSample(live.flash_id, found.rings, counters))
+        return Sample(at=at, sockets=tuple(sockets), xsks=xsks)
 
     def set_tx_tracking(self, enabled: bool) -> bool:
         """One write of "1\\n" or "0\\n" to <kset>/tx_tracking, read back; False when the

@@ -10,6 +10,8 @@ snake_case. The JSON Schema (`flashctl schema`) is generated from these models.
 
 from __future__ import annotations
 
+import shlex
+import string
 from functools import cached_property
 from ipaddress import IPv4Address
 from typing import Annotated, Any, Literal
@@ -21,6 +23,7 @@ from pydantic import (
     ConfigDict,
     Field,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 
@@ -148,6 +151,53 @@ class NFSim(Model):
         return self
 
 
+RUN_FIELDS = ("umem_id", "nf_id", "socket", "chain", "nf")
+
+
+class Run(Model):
+    """How the agent starts an NF (native backend): it runs `command`, restarts it when it
+    exits (with backoff) and stops it before the chain goes. The command may name its seat
+    with `{umem_id}` and `{nf_id}`, the monitor socket with `{socket}`, and `{chain}`,
+    `{nf}`; `{{` and `}}` are literal braces."""
+
+    command: list[Annotated[str, Field(min_length=1)]] | str = Field(
+        description="argv as a list, or one string split like a shell would (no shell runs)"
+    )
+    user: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_.-]{0,31}\$?$")] | None = Field(
+        default=None, description="run as this user (the agent runs as root); default: root"
+    )
+    env: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str] = Field(
+        default_factory=dict, description="extra environment variables"
+    )
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, value: list[str] | str) -> list[str] | str:
+        argv = shlex.split(value) if isinstance(value, str) else value
+        if not argv:
+            raise ValueError("`command` is empty; give the program to run and its arguments")
+        for arg in argv:
+            for field_name in _placeholders(arg):
+                if field_name not in RUN_FIELDS:
+                    raise ValueError(
+                        f"unknown placeholder {{{field_name}}} in {arg!r}; use "
+                        + ", ".join(f"{{{f}}}" for f in RUN_FIELDS)
+                        + " (or {{ }} for literal braces)"
+                    )
+        return value
+
+    @property
+    def argv(self) -> tuple[str, ...]:
+        return tuple(shlex.split(self.command) if isinstance(self.command, str) else self.command)
+
+
+def _placeholders(text: str) -> list[str]:
+    try:
+        return [name for _, name, _, _ in string.Formatter().parse(text) if name is not None]
+    except ValueError as exc:  # a lone brace
+        raise ValueError(f"{text!r}: {exc}; write {{{{ or }}}} for a literal brace") from None
+
+
 class NF(Model):
     """A network function: `threads` AF_XDP sockets, one per thread."""
 
@@ -165,6 +215,9 @@ class NF(Model):
         default=None, description="the NF's own IPv4 address (handed to NFs that ask for it)"
     )
     port: int | None = Field(default=None, ge=0, le=65535, description="the NF's own port")
+    run: Run | None = Field(
+        default=None, description="the command the agent runs for this NF (native backend)"
+    )
     sim: NFSim = Field(default_factory=NFSim)
 
     @model_validator(mode="after")

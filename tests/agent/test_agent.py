@@ -109,6 +109,7 @@ def test_status_json(home: AgentHome, agent: Agent) -> None:
         },
         "orphans": [],
         "sockets": 2,
+        "xsks": [],  # real AF_XDP sockets: the simulator has none
     }
     assert isinstance(chain.pop("appliedAt"), float)
     for sock in chain["sockets"]:  # traffic counters of the simulated data plane, if any

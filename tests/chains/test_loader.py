@@ -88,7 +88,7 @@ CASES = [
         [
             "c.yaml:9:43: error: spec.nfs.fw.colour: unknown field 'colour' "
             "(allowed here: threads, "
-            "interface, queues, outputs, match, address, port, sim)"
+            "interface, queues, outputs, match, address, port, run, sim)"
         ],
     ),
     (

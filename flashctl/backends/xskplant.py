@@ -1,0 +1,340 @@
+"""The AF_XDP objects the agent creates for FLASH NFs: UMEMs, sockets, XDP programs.
+
+The FLASH monitor's job, done by the agent: per UMEM group one memfd-backed UMEM (handed to
+every NF of the group) and a 64-byte POLLOUT status memfd; per NF thread one AF_XDP socket,
+bound to the thread's interface and queue before it is passed (FLASH NFs expect a bound
+socket); per interface one XSKMAP redirect program, attached with a BPF link, so it goes
+when the agent goes.
+
+Lifetimes, and why:
+- The first socket of a group registers the UMEM (XDP_UMEM_REG); the group's later sockets
+  share it (XDP_SHARED_UMEM with that socket's fd), which is what makes their hops zero-copy
+  in FLASH. The kernel needs the registering socket bound while others bind to it, so it is
+  the group's *anchor*: when its NF goes while others remain, the group must restart
+  (`Group.anchor_lost`); the server then drops the group's NFs, which re-attach fresh.
+- A socket leaves the XSKMAP before it closes, and an interface's program is detached when
+  its last socket closes: no packet is redirected to a socket nobody reads.
+- Rings are mapped here too: the agent reads their indices directly (cheap, exact).
+
+Blocking calls (bind retries, ~12 ms per close) run in the server's worker thread; `lock`
+serialises them against sampling, which reads the mappings a close would unmap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import socket
+import threading
+from dataclasses import dataclass, field
+
+from flashctl.backends.afxdp import (
+    FRAME_SIZE,
+    AfXdpError,
+    Umem,
+    XdpProgram,
+    XskSocket,
+    read_statistics,
+)
+from flashctl.backends.base import Rings
+from flashctl.backends.monitorwire import POLLOUT_BYTES
+from flashctl.chains.seats import Seat, bind_flags, xdp_flags
+
+RX_DESCS = 2048  # XSK_RING_CONS__DEFAULT_NUM_DESCS: what FLASH NFs map, times `scale`
+FILL_DESCS = 4096  # the fill ring is twice the default in FLASH
+MAX_QUEUES = 256  # XSKMAP entries per interface
+SO_BUSY_POLL = 46
+SO_PREFER_BUSY_POLL = 69
+SO_BUSY_POLL_BUDGET = 70
+
+
+@dataclass
+class Counter:
+    """A u32 ring index extended to a monotonic count across wrap-around. The agent made the
+    socket, so the index started at 0; it must be read at least once per 2**32 entries."""
+
+    last: int = 0
+    total: int = 0
+
+    def update(self, raw: int) -> int:
+        self.total += (raw - self.last) & 0xFFFFFFFF
+        self.last = raw
+        return self.total
+
+
+@dataclass
+class OwnSocket:
+    seat: Seat
+    thread: int
+    xsk: XskSocket
+    pid: int  # the NF process it was handed to
+    procname: str
+    in_map: bool = False  # in its interface's XSKMAP
+    counters: dict[str, Counter] = field(default_factory=dict)
+
+    @property
+    def queue(self) -> int:
+        return self.seat.queues[self.thread]
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One own socket's rings and cumulative counters, read through the agent's mappings."""
+
+    seat: Seat
+    thread: int
+    pid: int
+    procname: str
+    ifindex: int
+    ifname: str
+    queue: int
+    rings: Rings
+    counters: dict[str, int]
+
+
+@dataclass
+class Group:
+    umem_id: int
+    umem: Umem
+    pollout_fd: int
+    bind: int = 0  # flags the group's sockets were bound with (GET_BIND_FLAGS)
+    xdp: int = 0  # flags its program was attached with (GET_XDP_FLAGS)
+    anchor: OwnSocket | None = None
+    sockets: list[OwnSocket] = field(default_factory=list)
+
+
+@dataclass
+class Program:
+    program: XdpProgram
+    flags: int
+    users: int = 0
+
+
+class XskPlant:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.groups: dict[int, Group] = {}
+        self.programs: dict[int, Program] = {}
+
+    # --- groups ---
+
+    def group(self, seat: Seat) -> Group:
+        """The seat's group, creating its UMEM and POLLOUT block on first use."""
+        with self.lock:
+            found = self.groups.get(seat.umem_id)
+            if found is not None:
+                return found
+            umem = Umem(seat.umem_size // FRAME_SIZE, memfd=True)
+            try:
+                pollout = _sealed_memfd(f"flashctl-pollout-{seat.umem_id}", POLLOUT_BYTES)
+            except OSError as exc:
+                umem.close()
+                raise AfXdpError(
+                    f"creating the POLLOUT status memfd failed: {exc.strerror}"
+                ) from None
+            made = Group(seat.umem_id, umem, pollout)
+            self.groups[seat.umem_id] = made
+            return made
+
+    def release(self, umem_id: int) -> None:
+        """Close every socket of a group, then its UMEM and POLLOUT block."""
+        with self.lock:
+            found = self.groups.pop(umem_id, None)
+            if found is None:
+                return
+            for own in [s for s in found.sockets if s is not found.anchor]:
+                self._close(own)
+            if found.anchor is not None:
+                self._close(found.anchor)
+            found.umem.close()
+            os.close(found.pollout_fd)
+
+    # --- sockets ---
+
+    def create(self, seat: Seat, thread: int, pid: int, procname: str) -> OwnSocket:
+        """Create, bind and map one NF thread's socket and put it in its interface's XSKMAP."""
+        found = self.group(seat)
+        with self.lock:
+            if seat.queues[thread] >= MAX_QUEUES:
+                raise AfXdpError(
+                    f"queue {seat.queues[thread]} of {seat.nf} is beyond the {MAX_QUEUES} "
+                    "queues flashctl's XSKMAP holds"
+                )
+            xsk = self._bind(found, seat, thread)
+            own = OwnSocket(seat, thread, xsk, pid, procname)
+            try:
+                if seat.mode == "busy" and not found.bind & bind_flags("copy", "busy"):
+                    _busy_poll(xsk)
+                if not seat.custom_xdp:
+                    self._redirect(found, seat, own)
+            except BaseException:
+                xsk.close()
+                raise
+            if found.anchor is None:
+                found.anchor = own
+            found.sockets.append(own)
+            return own
+
+    def close(self, own: OwnSocket) -> bool:
+        """Close one socket; True when it was its group's anchor and others remain, so the
+        group must restart (the anchor itself is then kept until `release`)."""
+        with self.lock:
+            found = self.groups.get(own.seat.umem_id)
+            if found is None or own not in found.sockets:
+                return False
+            found.sockets.remove(own)
+            if own is found.anchor:
+                self._unmap(own)  # out of the XSKMAP now; closed with the group
+                return bool(found.sockets)
+            self._close(own)
+            return False
+
+    def readings(self) -> list[Reading]:
+        out = []
+        with self.lock:
+            for found in self.groups.values():
+                for own in found.sockets:
+                    out.append(_read(own))
+        return out
+
+    def close_all(self) -> None:
+        for umem_id in list(self.groups):
+            self.release(umem_id)
+
+    # --- internals (lock held) ---
+
+    def _bind(self, found: Group, seat: Seat, thread: int) -> XskSocket:
+        ring, fill = RX_DESCS * seat.scale, FILL_DESCS * seat.scale
+        queue = seat.queues[thread]
+
+        def make(copy: bool = True, zerocopy: bool = False, wakeup: bool = True) -> XskSocket:
+            # A just-closed socket may hold the queue ~15 ms: bind retries on EBUSY.
+            return XskSocket(
+                found.umem,
+                seat.interface,
+                queue,
+                rx_size=ring,
+                tx_size=ring,
+                fill_size=fill,
+                completion_size=ring,
+                copy=copy,
+                zerocopy=zerocopy,
+                need_wakeup=wakeup,
+                bind_retry=0.2,
+            )
+
+        if found.umem.owner is not None:
+            # Sharing: the mode is the anchor's (the kernel refuses flags next to
+            # XDP_SHARED_UMEM).
+            return make()
+        wakeup = seat.mode == "wakeup"
+        modes = ["zerocopy", "copy"] if seat.bind == "auto" else [seat.bind]
+        if seat.bind == "auto" and seat.xdp == "skb":
+            modes = ["copy"]
+        for index, mode in enumerate(modes):
+            try:
+                xsk = make(mode == "copy", mode == "zerocopy", wakeup)
+            except AfXdpError as exc:
+                fallback = exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.EPROTONOSUPPORT)
+                if index + 1 < len(modes) and fallback:
+                    continue  # `auto`: the driver has no zero-copy, copy it is
+                raise
+            found.bind = bind_flags(mode, seat.mode)
+            return xsk
+        raise AssertionError("unreachable: the last mode raises")
+
+    def _redirect(self, found: Group, seat: Seat, own: OwnSocket) -> None:
+        ifindex = own.xsk.ifindex
+        program = self.programs.get(ifindex)
+        if program is None:
+            program = self._attach(seat, ifindex)
+            self.programs[ifindex] = program
+        program.program.insert(own.queue, own.xsk)
+        program.users += 1
+        own.in_map = True
+        found.xdp = program.flags
+
+    def _attach(self, seat: Seat, ifindex: int) -> Program:
+        modes = {"auto": ["native", "skb"], "native": ["native"], "skb": ["skb"], "hw": ["hw"]}
+        wanted = modes[seat.xdp]
+        program = XdpProgram(MAX_QUEUES)
+        try:
+            for index, mode in enumerate(wanted):
+                try:
+                    program.attach(ifindex, mode={"native": "drv"}.get(mode, mode))
+                except AfXdpError:
+                    if index + 1 < len(wanted):
+                        continue
+                    raise
+                return Program(program, xdp_flags(mode))
+        except BaseException:
+            program.close()
+            raise
+        raise AssertionError("unreachable: the last mode raises")
+
+    def _unmap(self, own: OwnSocket) -> None:
+        program = self.programs.get(own.xsk.ifindex)
+        if program is None or not own.in_map:
+            return
+        own.in_map = False
+        with contextlib.suppress(AfXdpError):  # already gone: nothing is redirected to it
+            program.program.remove(own.queue)
+        program.users -= 1
+        if program.users <= 0:
+            program.program.close()  # detaches: the interface is back to plain networking
+            del self.programs[own.xsk.ifindex]
+
+    def _close(self, own: OwnSocket) -> None:
+        self._unmap(own)
+        own.xsk.close()
+
+
+def _read(own: OwnSocket) -> Reading:
+    xsk = own.xsk
+    counters: dict[str, int] = {}
+    for name, ring, side in (
+        ("rx_packets", xsk.rx, "producer"),
+        ("tx_packets", xsk.tx, "consumer"),
+        ("fill_posted", xsk.fill, "producer"),
+        ("completions", xsk.completion, "producer"),
+    ):
+        if ring is not None:
+            counter = own.counters.setdefault(name, Counter())
+            counters[name] = counter.update(getattr(ring, side))
+    with contextlib.suppress(AfXdpError):  # the indices above still tell the story
+        counters.update(read_statistics(xsk.fd))
+    return Reading(
+        seat=own.seat,
+        thread=own.thread,
+        pid=own.pid,
+        procname=own.procname,
+        ifindex=xsk.ifindex,
+        ifname=xsk.ifname,
+        queue=own.queue,
+        rings=xsk.occupancy(),
+        counters=counters,
+    )
+
+
+def _sealed_memfd(name: str, size: int) -> int:
+    """A memfd of `size` bytes that cannot shrink (an NF's mapping can never SIGBUS)."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        os.ftruncate(fd, size)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _busy_poll(xsk: XskSocket) -> None:
+    """What the monitor sets for mode b on a zero-copy socket (preferred busy polling, 20 µs,
+    budget 64); best effort: a kernel without it still works, just without busy polling."""
+    for option, value in ((SO_PREFER_BUSY_POLL, 1), (SO_BUSY_POLL, 20), (SO_BUSY_POLL_BUDGET, 64)):
+        try:
+            xsk.sock.setsockopt(socket.SOL_SOCKET, option, value)
+        except OSError:
+            return
