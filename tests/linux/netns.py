@@ -67,8 +67,10 @@ def inside(netns: str) -> Iterator[None]:
         os.close(own)
 
 
-@pytest.fixture
-def link() -> Iterator[Link]:
+@contextmanager
+def veth_pair(queues: int = 1) -> Iterator[Link]:
+    """A fresh namespace holding a veth pair with `queues` RX/TX queues per end, IPv6 off,
+    both ends up; deleted (by name, never anything else) afterwards."""
     reason = setup_missing()
     if reason is not None:
         if os.environ.get("CI") == "true":
@@ -78,7 +80,11 @@ def link() -> Iterator[Link]:
     made = Link(netns=f"fc{tag}", xdp=f"fc{tag}a", peer=f"fc{tag}b")
     ip("netns", "add", made.netns)
     try:
-        ip("-n", made.netns, "link", "add", made.xdp, "type", "veth", "peer", "name", made.peer)
+        counts = ("numrxqueues", str(queues), "numtxqueues", str(queues))
+        ip(
+            *("-n", made.netns, "link", "add", made.xdp, *counts),
+            *("type", "veth", "peer", "name", made.peer, *counts),
+        )
         with inside(made.netns):
             # No IPv6 on the pair: router solicitations and MLD reports would reach the
             # socket too, and the tests count frames exactly.
@@ -89,9 +95,14 @@ def link() -> Iterator[Link]:
             ip("-n", made.netns, "link", "set", name, "up")
         yield made
     finally:
-        # Deleting the namespace deletes both veth ends; by name, never anything else.
         subprocess.run(["ip", "-n", made.netns, "link", "del", made.xdp], capture_output=True)
         subprocess.run(["ip", "netns", "del", made.netns], capture_output=True)
+
+
+@pytest.fixture
+def link() -> Iterator[Link]:
+    with veth_pair() as made:
+        yield made
 
 
 def frame(seq: int, size: int = 100) -> bytes:

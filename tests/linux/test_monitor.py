@@ -20,14 +20,18 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from flashctl.backends.afxdp import Umem, XskSocket
+from flashctl.backends.flashsys import FLASH_TABLE
+from tests.linux.flashfs import fuse_missing, mounted
 from tests.linux.flashnf import Refused, attach_answers
-from tests.linux.netns import ETH_TYPE, Link, frame, inside, wait_for
+from tests.linux.netns import ETH_TYPE, Link, frame, inside, veth_pair, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -62,15 +66,18 @@ class Agent:
         return [x for x in self.status()["xsks"] if x["owner"] == "flashctl"]
 
 
-@pytest.fixture
-def agent(link: Link) -> Iterator[Agent]:
+@contextmanager
+def running_agent(link: Link, sysfs_root: Path | None = None) -> Iterator[Agent]:
+    """The agent in the link's namespace (native backend, a unique monitor socket); without
+    `sysfs_root` on a root that does not exist: standalone, as on a stock kernel."""
     scratch = Path(tempfile.mkdtemp(prefix="fcm", dir="/tmp"))
     home, monitor = scratch / "h", scratch / "m.sock"
+    root = sysfs_root or scratch / "no-flash"
     env = dict(os.environ, FLASHCTL_HOME=str(home))
     process = subprocess.Popen(
         [
             *("ip", "netns", "exec", link.netns, PY, "-m", "flashctl", "agent", "run"),
-            *("--backend", "native", "--sysfs-root", str(scratch / "no-flash")),
+            *("--backend", "native", "--sysfs-root", str(root)),
             *("--monitor-socket", str(monitor)),
         ],
         env=env,
@@ -92,6 +99,12 @@ def agent(link: Link) -> Iterator[Agent]:
                 process.kill()
                 process.wait()
         subprocess.run(["rm", "-rf", str(scratch)], check=False)
+
+
+@pytest.fixture
+def agent(link: Link) -> Iterator[Agent]:
+    with running_agent(link) as made:
+        yield made
 
 
 def chain_yaml(agent: Agent, stats: Path, *, run: bool = True, threads: int = 1) -> str:
@@ -213,7 +226,8 @@ def test_supervised_nf_attaches_forwards_and_is_observed(agent: Agent, peer: soc
     assert own["rings"]["rx_size"] == 2048
     assert own["rings"]["fill"] == (truth["fill_prod"] - truth["fill_cons"]) & 0xFFFFFFFF
     # The NF's own process is not reported a second time as a "foreign" socket.
-    assert [x for x in agent.status()["xsks"] if x["owner"] == "foreign"] == []
+    foreign = [x for x in agent.status()["xsks"] if x["owner"] == "foreign"]
+    assert [x for x in foreign if stats_of(stats)["pid"] in x["pids"]] == []
 
     # Paused, the NF leaves frames on its RX ring: flashctl sees exactly that many.
     nf_pid = stats_of(stats)["pid"]
@@ -346,3 +360,115 @@ def test_apply_refuses_a_run_command_that_cannot_start(agent: Agent) -> None:
     done = agent.flashctl("apply", str(path), check=False)
     assert done.returncode == 2
     assert "error: spec.nfs.fw.run.user: unknown user 'fc-nobody-here'" in done.stderr
+
+
+def test_foreign_af_xdp_program_is_observed_and_released(agent: Agent, link: Link) -> None:
+    """An AF_XDP program that binds its own sockets (no FLASH, no chain) shows up in
+    `status`, with its ring state; when it exits the agent holds nothing of it: the queue
+    can be bound again at once."""
+    owner = subprocess.Popen(
+        [
+            *("ip", "netns", "exec", link.netns, PY, "-m", "tests.linux.xsk_owner", link.xdp),
+            *("--queues", "1", "--frames", "100", "--name", "fcforeign"),
+        ],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert owner.stdout is not None
+        assert owner.stdin is not None
+        hello = json.loads(owner.stdout.readline())
+        assert hello["procname"] == "fcforeign"
+
+        def found() -> list[dict[str, Any]]:
+            return [x for x in agent.status()["xsks"] if x["procname"] == "fcforeign"]
+
+        assert wait_for(lambda: len(found()) == 1, 10)
+        [seen] = found()
+        assert seen["owner"] == "foreign"
+        assert seen["pids"] == [hello["pid"]]
+        assert seen["inode"] == hello["sockets"][0]["inode"]
+        assert seen["rings"]["fill"] == 100
+        assert seen["counters"]["fill_posted"] == 100
+        owner.stdin.write("exit\n")
+        owner.stdin.flush()
+        owner.wait(10)
+        assert wait_for(lambda: found() == [], 5)
+        # Nothing of it is kept alive by the agent: the queue binds again right away.
+        with (
+            inside(link.netns),
+            Umem(64) as umem,
+            XskSocket(umem, link.xdp, 0, bind_retry=2.0),
+        ):
+            pass
+    finally:
+        if owner.poll() is None:
+            owner.kill()  # ours: the `ip netns exec` process we started
+            owner.wait()
+
+
+def test_rules_follow_the_flash_ids_the_kernel_gives_the_agents_sockets() -> None:
+    """With a FLASH kernel (here the FUSE stand-in, which hands out flash-ids the way the
+    kernel does when a socket binds), the agent writes the chain's rules for the sockets it
+    created for its NFs, and `status` shows their real counters by flash-id."""
+    reason = fuse_missing()
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run the FUSE tests: {reason}")
+        pytest.skip(reason)
+    parent = Path(tempfile.mkdtemp(prefix="fcfs", dir="/tmp"))
+    parent.chmod(0o755)
+    try:
+        with (
+            veth_pair(queues=2) as link,
+            mounted(parent, FLASH_TABLE) as kernel,
+            running_agent(link, parent / "flash") as agent,
+        ):
+            scratch = agent.home.parent
+            nfs = ""
+            for name, queue in (("fw", 0), ("lb", 1)):
+                command = [PY, "-m", "tests.linux.flashnf", "--socket", "{socket}"]
+                command += ["--umem-id", "{umem_id}", "--nf-id", "{nf_id}"]
+                command += ["--stats", str(scratch / f"{name}.json")]
+                nfs += (
+                    f"    {name}:\n      queues: [{queue}]\n"
+                    f"      run: {{command: {json.dumps(command)}, "
+                    f"env: {{PYTHONPATH: {REPO}}}}}\n"
+                )
+            apply(
+                agent,
+                "apiVersion: flashctl/v1\nkind: Chain\nmetadata: {name: pair}\nspec:\n"
+                f"  interface: {link.xdp}\n  umems: [{{name: shared, nfs: [fw, lb]}}]\n"
+                f"  nfs:\n{nfs}"
+                "  links:\n    - {from: nic, to: fw}\n    - {from: fw, to: lb}\n"
+                "    - {from: lb, to: nic}\n",
+            )
+            for name in ("fw", "lb"):
+                assert wait_for(attached(scratch / f"{name}.json"), 20)
+            lb = stats_of(scratch / "lb.json")["answers"]
+            assert (lb["umem_offset"], lb["prev_nfs"]) == (1, [0])  # fw's partition comes first
+            assert stats_of(scratch / "fw.json")["answers"]["next_size"] == 1
+            # The kernel gives the agent's two sockets their flash-ids as they bind.
+            with inside(link.netns):
+                ifindex = socket.if_nametoindex(link.xdp)
+            agent_pid = agent.process.pid
+            fw_id = kernel.bind(pid=agent_pid, procname="flashctl", ifindex=ifindex, qid=0)
+            lb_id = kernel.bind(pid=agent_pid, procname="flashctl", ifindex=ifindex, qid=1)
+
+            def chain() -> dict[str, Any]:
+                found: dict[str, Any] = agent.status()["chains"][0]
+                return found
+
+            assert wait_for(lambda: chain()["state"] == "in-sync", 15), chain()
+            sockets = {s["socket"]: s for s in chain()["sockets"]}
+            assert sockets["fw/0"]["flashId"] == fw_id
+            assert sockets["fw/0"]["next"] == [lb_id]
+            assert sockets["lb/0"]["next"] == []
+            assert kernel.sysfs.targets_of(fw_id) == (lb_id,)
+            # Counters by flash-id come from the agent's own mappings of those sockets.
+            assert sockets["fw/0"]["counters"]["rx_packets"] == 0
+            assert sockets["fw/0"]["counters"]["fill_posted"] == 4096
+    finally:
+        subprocess.run(["rm", "-rf", str(parent)], check=False)
