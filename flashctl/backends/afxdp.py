@@ -329,6 +329,15 @@ class Ring:
         self._desc = self.address + offsets.desc
 
     @property
+    def producer_view(self) -> ctypes.c_uint32:
+        """The live producer index (for bulk readers that avoid a call per read)."""
+        return self._producer
+
+    @property
+    def consumer_view(self) -> ctypes.c_uint32:
+        return self._consumer
+
+    @property
     def producer(self) -> int:
         return int(self._producer.value)
 

@@ -23,6 +23,7 @@ serialises them against sampling, which reads the mappings a close would unmap.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import os
@@ -72,7 +73,10 @@ class OwnSocket:
     pid: int  # the NF process it was handed to
     procname: str
     in_map: bool = False  # in its interface's XSKMAP
-    counters: dict[str, Counter] = field(default_factory=dict)
+    # rx_packets (RX producer), tx_packets (TX consumer), fill_posted, completions
+    counters: tuple[Counter, Counter, Counter, Counter] = field(
+        default_factory=lambda: (Counter(), Counter(), Counter(), Counter())
+    )
 
     @property
     def queue(self) -> int:
@@ -113,69 +117,76 @@ class Program:
 
 
 class XskPlant:
+    """Only the server's worker thread creates and closes (`group`, `create`, `close`,
+    `release`); `readings` may run on any thread. `lock` guards what readings see: a socket
+    leaves `Group.sockets` under the lock before its rings are unmapped, outside it, so slow
+    kernel work (UMEM setup, binds, ~12 ms closes) never blocks a reader."""
+
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.groups: dict[int, Group] = {}
         self.programs: dict[int, Program] = {}
+        self._plan: _Plan | None = None  # rebuilt when the set of sockets changes
 
     # --- groups ---
 
     def group(self, seat: Seat) -> Group:
         """The seat's group, creating its UMEM and POLLOUT block on first use."""
+        found = self.groups.get(seat.umem_id)
+        if found is not None:
+            return found
+        umem = Umem(seat.umem_size // FRAME_SIZE, memfd=True)
+        try:
+            pollout = _sealed_memfd(f"flashctl-pollout-{seat.umem_id}", POLLOUT_BYTES)
+        except OSError as exc:
+            umem.close()
+            raise AfXdpError(f"creating the POLLOUT status memfd failed: {exc.strerror}") from None
+        made = Group(seat.umem_id, umem, pollout)
         with self.lock:
-            found = self.groups.get(seat.umem_id)
-            if found is not None:
-                return found
-            umem = Umem(seat.umem_size // FRAME_SIZE, memfd=True)
-            try:
-                pollout = _sealed_memfd(f"flashctl-pollout-{seat.umem_id}", POLLOUT_BYTES)
-            except OSError as exc:
-                umem.close()
-                raise AfXdpError(
-                    f"creating the POLLOUT status memfd failed: {exc.strerror}"
-                ) from None
-            made = Group(seat.umem_id, umem, pollout)
             self.groups[seat.umem_id] = made
-            return made
+        return made
 
     def release(self, umem_id: int) -> None:
         """Close every socket of a group, then its UMEM and POLLOUT block."""
         with self.lock:
             found = self.groups.pop(umem_id, None)
-            if found is None:
-                return
-            for own in [s for s in found.sockets if s is not found.anchor]:
-                self._close(own)
-            if found.anchor is not None:
-                self._close(found.anchor)
-            found.umem.close()
-            os.close(found.pollout_fd)
+            self._plan = None
+        if found is None:
+            return
+        for own in [s for s in found.sockets if s is not found.anchor]:
+            self._close(own)
+        if found.anchor is not None:
+            self._close(found.anchor)  # last: the others shared its UMEM
+        found.umem.close()
+        os.close(found.pollout_fd)
 
     # --- sockets ---
 
     def create(self, seat: Seat, thread: int, pid: int, procname: str) -> OwnSocket:
         """Create, bind and map one NF thread's socket and put it in its interface's XSKMAP."""
         found = self.group(seat)
+        if seat.queues[thread] >= MAX_QUEUES:
+            raise AfXdpError(
+                f"queue {seat.queues[thread]} of {seat.nf} is beyond the {MAX_QUEUES} "
+                "queues flashctl's XSKMAP holds"
+            )
+        xsk = self._bind(found, seat, thread)
+        own = OwnSocket(seat, thread, xsk, pid, procname)
+        try:
+            if seat.mode == "busy" and not found.bind & bind_flags("copy", "busy"):
+                _busy_poll(xsk)
+            if not seat.custom_xdp:
+                self._redirect(found, seat, own)
+        except BaseException:
+            self._unmap(own)
+            xsk.close()
+            raise
         with self.lock:
-            if seat.queues[thread] >= MAX_QUEUES:
-                raise AfXdpError(
-                    f"queue {seat.queues[thread]} of {seat.nf} is beyond the {MAX_QUEUES} "
-                    "queues flashctl's XSKMAP holds"
-                )
-            xsk = self._bind(found, seat, thread)
-            own = OwnSocket(seat, thread, xsk, pid, procname)
-            try:
-                if seat.mode == "busy" and not found.bind & bind_flags("copy", "busy"):
-                    _busy_poll(xsk)
-                if not seat.custom_xdp:
-                    self._redirect(found, seat, own)
-            except BaseException:
-                xsk.close()
-                raise
             if found.anchor is None:
                 found.anchor = own
             found.sockets.append(own)
-            return own
+            self._plan = None
+        return own
 
     def close(self, own: OwnSocket) -> bool:
         """Close one socket; True when it was its group's anchor and others remain, so the
@@ -185,25 +196,28 @@ class XskPlant:
             if found is None or own not in found.sockets:
                 return False
             found.sockets.remove(own)
-            if own is found.anchor:
-                self._unmap(own)  # out of the XSKMAP now; closed with the group
-                return bool(found.sockets)
-            self._close(own)
-            return False
+            self._plan = None
+        if own is found.anchor:
+            self._unmap(own)  # out of the XSKMAP now; closed with the group
+            return bool(found.sockets)
+        self._close(own)
+        return False
 
-    def readings(self) -> list[Reading]:
-        out = []
+    def readings(self, statistics: bool = True) -> list[Reading]:
+        """Every own socket's rings and counters; XDP_STATISTICS too unless told not to (it
+        is a syscall per socket, the rings are plain memory reads)."""
         with self.lock:
-            for found in self.groups.values():
-                for own in found.sockets:
-                    out.append(_read(own))
-        return out
+            plan = self._plan
+            if plan is None:
+                sockets = [own for found in self.groups.values() for own in found.sockets]
+                plan = self._plan = _Plan(sockets)
+            return plan.read(statistics)
 
     def close_all(self) -> None:
         for umem_id in list(self.groups):
             self.release(umem_id)
 
-    # --- internals (lock held) ---
+    # --- internals (worker thread) ---
 
     def _bind(self, found: Group, seat: Seat, thread: int) -> XskSocket:
         ring, fill = RX_DESCS * seat.scale, FILL_DESCS * seat.scale
@@ -222,7 +236,7 @@ class XskPlant:
                 copy=copy,
                 zerocopy=zerocopy,
                 need_wakeup=wakeup,
-                bind_retry=0.2,
+                bind_retry=2.0,
             )
 
         if found.umem.owner is not None:
@@ -291,31 +305,66 @@ class XskPlant:
         own.xsk.close()
 
 
-def _read(own: OwnSocket) -> Reading:
-    xsk = own.xsk
-    counters: dict[str, int] = {}
-    for name, ring, side in (
-        ("rx_packets", xsk.rx, "producer"),
-        ("tx_packets", xsk.tx, "consumer"),
-        ("fill_posted", xsk.fill, "producer"),
-        ("completions", xsk.completion, "producer"),
-    ):
-        if ring is not None:
-            counter = own.counters.setdefault(name, Counter())
-            counters[name] = counter.update(getattr(ring, side))
-    with contextlib.suppress(AfXdpError):  # the indices above still tell the story
-        counters.update(read_statistics(xsk.fd))
-    return Reading(
-        seat=own.seat,
-        thread=own.thread,
-        pid=own.pid,
-        procname=own.procname,
-        ifindex=xsk.ifindex,
-        ifname=xsk.ifname,
-        queue=own.queue,
-        rings=xsk.occupancy(),
-        counters=counters,
-    )
+class _Plan:
+    """The ring indices of a fixed set of sockets as one flat list of live u32 views, read
+    in one comprehension: the sweep is then memory reads, not per-socket Python calls."""
+
+    def __init__(self, sockets: list[OwnSocket]) -> None:
+        self.sockets = sockets
+        self.views: list[ctypes.c_uint32] = []
+        self.sizes: list[tuple[int, int, int, int]] = []
+        for own in sockets:
+            rx, tx, fill, completion = own.xsk.rx, own.xsk.tx, own.xsk.fill, own.xsk.completion
+            # Own sockets map all four rings (the agent sized them all).
+            assert rx is not None
+            assert tx is not None
+            assert fill is not None
+            assert completion is not None
+            for ring in (rx, tx, fill, completion):
+                self.views += (ring.producer_view, ring.consumer_view)
+            self.sizes.append((rx.size, tx.size, fill.size, completion.size))
+
+    def read(self, statistics: bool) -> list[Reading]:
+        raw = [view.value for view in self.views]
+        out = []
+        for index, own in enumerate(self.sockets):
+            rx_p, rx_c, tx_p, tx_c, fill_p, fill_c, comp_p, comp_c = raw[8 * index : 8 * index + 8]
+            rx_size, tx_size, fill_size, comp_size = self.sizes[index]
+            rings = Rings(
+                (rx_p - rx_c) & 0xFFFFFFFF,
+                (tx_p - tx_c) & 0xFFFFFFFF,
+                (fill_p - fill_c) & 0xFFFFFFFF,
+                (comp_p - comp_c) & 0xFFFFFFFF,
+                rx_size,
+                tx_size,
+                fill_size,
+                comp_size,
+            )
+            rx, tx, fill, completions = own.counters
+            counters = {
+                "rx_packets": rx.update(rx_p),
+                "tx_packets": tx.update(tx_c),
+                "fill_posted": fill.update(fill_p),
+                "completions": completions.update(comp_p),
+            }
+            if statistics:
+                with contextlib.suppress(AfXdpError):  # the indices still tell the story
+                    counters.update(read_statistics(own.xsk.fd))
+            xsk = own.xsk
+            out.append(
+                Reading(
+                    own.seat,
+                    own.thread,
+                    own.pid,
+                    own.procname,
+                    xsk.ifindex,
+                    xsk.ifname,
+                    own.queue,
+                    rings,
+                    counters,
+                )
+            )
+        return out
 
 
 def _sealed_memfd(name: str, size: int) -> int:

@@ -1,5 +1,6 @@
 """Observe AF_XDP sockets owned by other processes: ring occupancy and counters of any AF_XDP
-program, on a stock kernel, without its cooperation.
+program, on a stock kernel, without its cooperation, and without keeping any of its sockets
+alive.
 
 Approach (root, x86-64):
 
@@ -7,49 +8,64 @@ Approach (root, x86-64):
   socket inode is classified once by the `system.sockprotoname` xattr of its fd link ("XDP"
   for AF_XDP; one getxattr, no fd copy), so only processes holding AF_XDP sockets have their
   /proc/<pid>/maps read. There each ring mapping is named `socket:[inode]`, its file offset
-  says which ring (0 rx, 0x80000000 tx, 0x100000000 fill, 0x180000000 completion) and its
-  length bounds the ring's size: (length - desc offset) / entry size (16 for descriptors, 8
-  for addresses). A socket nobody maps is not observed (no ring to read).
-- Attach. The fd is copied into this process with pidfd_open + pidfd_getfd and confirmed as
-  AF_XDP by getsockopt(SO_DOMAIN) == 44 (through libc: Python's socket object cannot wrap an
-  AF_XDP fd). XDP_MMAP_OFFSETS come from the copy. Where the kernel has sock_diag for AF_XDP
+  says which ring (0 rx, 0x80000000 tx, 0x100000000 fill, 0x180000000 completion), its start
+  is where the owner reads it, and its length bounds the ring's size: (length - desc offset)
+  / entry size (16 for descriptors, 8 for addresses). A socket nobody maps is not observed.
+- Attach, once per socket. The fd is copied into this process (pidfd_getfd through the
+  owner's pidfd), confirmed as AF_XDP by getsockopt(SO_DOMAIN) == 44 (through libc: Python's
+  socket object cannot wrap an AF_XDP fd), its XDP_MMAP_OFFSETS are read and kept for the
+  socket (they are the kernel's layout, the same for every socket, but cached per inode
+  anyway), and the copy is closed at once. Where the kernel has sock_diag for AF_XDP
   (CONFIG_XDP_SOCKETS_DIAG, what `ss --xdp` uses; distribution kernels do), one dump per
   network namespace gives ifindex, queue and exact ring sizes; without it those are None.
-- Reading. Default ("mmap"): the copy's rings are mapped read-only (afxdp.map_rings), so a
-  sample is a few loads per ring. Alternative ("readv"): one process_vm_readv per owner
-  process reads every producer/consumer pair at the owner's own mapping addresses. XDP
-  statistics come from getsockopt(XDP_STATISTICS) on the copy. Counters are the rings'
-  cumulative indices (rx_packets = RX producer, tx_packets = TX consumer, fill_posted = fill
-  producer, completions = completion producer) extended from u32 across wrap-around, plus
-  the six XDP_STATISTICS counters. They count from the socket's creation (mod 2**32 at the
-  first sample).
+- Sampling. Ring indices: one process_vm_readv per owner process reads every producer/
+  consumer pair at the owner's own mapping addresses. Statistics: per socket a transient
+  copy (pidfd_getfd), checked to still be that socket (fstat: the owner may have given the
+  fd number to another file), getsockopt(XDP_STATISTICS), close, one copy at a time.
+  Counters are the rings' cumulative indices (rx_packets = RX producer, tx_packets = TX
+  consumer, fill_posted = fill producer, completions = completion producer) extended from
+  u32 across wrap-around, plus the six XDP_STATISTICS counters. They count from the
+  socket's creation (mod 2**32 at the first sample).
+- Owners. Each owner's pidfd stays open between samples: pidfd_getfd needs one, it names the
+  process rather than its pid number (a reused pid is never copied from), and it keeps no
+  socket alive. Every sample ends with one poll over all of them: an owner that exited is
+  forgotten, and whatever was read at its pid number is dropped (the number could name
+  another process by then). No thread; nothing here signals a process.
 - One socket is one observation, keyed by inode, however many fds or processes hold it (dup,
   fork, SCM_RIGHTS); `pids` lists the owners.
 
-Hazard: a held fd copy (or a mapping of it) keeps the socket alive after its owner dies, its
-queue busy (a new socket gets EBUSY) and the socket in the XSKMAP, swallowing packets. So
-every owner is watched through a pidfd, which becomes readable when the process exits; a
-background thread waits on all of them with epoll and drops every copy (munmap + close) the
-moment a socket's last owner exits. Those closes run in parallel: the last close of a bound
-socket waits for an RCU grace period (~12 ms here), so 64 in a row would keep the last one
-alive for 0.8 s. A socket its owner merely closes (the process lives on) is no event: its
-copy is dropped at the next scan, so for up to `rescan` seconds it stays bound and a rebind
-of its queue fails with EBUSY. `close()` releases everything. Nothing here signals a process.
+Lifetimes. An fd copy (or a mapping of one) keeps a socket alive: after its owner closed it
+or died, the queue stays busy (a rebind fails with EBUSY) and the socket stays in the owner's
+XSKMAP, swallowing packets. So between samples this watcher holds nothing (`held()` == 0) and
+a socket its owner lets go goes at once, as if unobserved. Within a sample one copy exists at
+a time, for a few microseconds. An owner that closes the socket (or exits) in that window
+leaves the last reference to us: that close performs the release and waits for an RCU grace
+period (~12 ms here) before returning, so such a sample takes that much longer, and the queue
+is free when it returns. It happens at most once per close or exit of an owner (the next copy
+fails once the fd is gone), so closes never pile up and need no threads. A socket none of
+whose known fds yields it any more (closed, renumbered, or the number reused) is left out of
+that sample, and the next sample rescans. process_vm_readv reads the owner's memory only.
 
 Ring sizes are page-granular in /proc/<pid>/maps: a ring spanning several pages has exactly
 one power-of-two size that fits, but a ring within one page (RX/TX up to 128 entries, fill/
 completion up to 256) could be any power of two the page holds. The kernel zeroes a ring's
 memory and never writes past its last slot, so once more entries have been produced than
 the highest written slot allows, the size is proven (`proven_size`); until then the page's
-capacity is reported (an upper bound: a ring never looks fuller than it is). sock_diag,
-where present, gives exact sizes at once.
+capacity is reported (an upper bound: a ring never looks fuller than it is). The slots are
+read through process_vm_readv at scans, only while a size is unproven. sock_diag, where
+present, gives exact sizes at once.
 
-Costs (benchmarks/xsk_observe.py, 64 foreign sockets, 2-vCPU VM): the rings through the
-read-only mappings cost what reading 64 own sockets does (~15 us); process_vm_readv, one call
-per owner, ~5x that (the kernel pins a page per ring); XDP_STATISTICS ~1.7 us per socket; a
-whole `sample()` ~0.4 ms. A scan reads every process's fd links (~1.4 ms for 650 fds) and the
-maps of AF_XDP owners only; attaching 64 copies takes ~10 ms. One caller at a time: `scan`
-and `sample` are not meant to run concurrently with each other.
+Costs (benchmarks/xsk_observe.py, 64 foreign sockets of one owner, 2-vCPU VM): a whole
+`sample()` ~0.63 ms (~10 us a socket), against ~16 us to read the ring indices of 64 own
+sockets through their mappings and ~0.12 ms with their XDP_STATISTICS too. Of that, the ring
+indices through process_vm_readv ~0.10 ms, the transient copies with XDP_STATISTICS ~0.24 ms
+(held copies would take ~0.10 ms: holding nothing costs ~2.3 us a socket), building the
+observations the rest. A scan reads every process's fd links (~3 ms for 700 fds) and the
+maps of AF_XDP owners only; attaching 64 sockets takes ~5 ms. A close that turns out to be
+a socket's last reference takes ~4-12 ms.
+
+One caller at a time: `scan`, `sample` and `close` serialize on a lock; `held()` does not
+take it.
 """
 
 from __future__ import annotations
@@ -69,7 +85,7 @@ from types import TracebackType
 from typing import Final, Literal
 
 from flashctl.backends import afxdp
-from flashctl.backends.afxdp import AF_XDP, SOL_XDP, STAT_NAMES, XDP_STATISTICS, MappedRings
+from flashctl.backends.afxdp import AF_XDP, SOL_XDP, STAT_NAMES, XDP_STATISTICS
 from flashctl.backends.base import BackendError, Rings
 
 SYS_PROCESS_VM_READV: Final = 310
@@ -111,7 +127,9 @@ XDP_SHOW_STATS: Final = 1 << 4
 XDP_DIAG_INFO: Final = 1
 XDP_DIAG_RINGS: Final = {3: "rx", 4: "tx", 6: "fill", 7: "completion"}
 
-Reader = Literal["mmap", "readv"]
+# The one reader: process_vm_readv at the owners' mappings. ("mmap", read-only mappings of
+# held copies, was removed with the held copies: a mapping keeps the socket alive too.)
+Reader = Literal["readv"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,29 +149,27 @@ class _Iovec(ctypes.Structure):
     _fields_ = (("base", ctypes.c_void_p), ("len", ctypes.c_size_t))
 
 
+_Unpack = Callable[[bytes | ctypes.Array[ctypes.c_char], int], tuple[int, int]]
+
+
 @dataclass
 class _Ring:
-    """One ring of a held socket: size knowledge, where to read it, counter state."""
+    """One ring of an observed socket: size knowledge, where to read it, counter state."""
 
     name: str
     entry: int
     capacity: int  # the largest power of two the owner's mapping can hold
     size: int  # reported: exact when `exact`, else `capacity`
     exact: bool
+    desc: int  # offset of the first slot in the ring's mapping
     span: int  # bytes from the first of producer/consumer to the end of the second
     first: int  # offset of the first of them in the ring's mapping
-    unpack: Callable[[bytes | ctypes.Array[ctypes.c_char], int], tuple[int, int]]
+    unpack: _Unpack
     slot: int  # position in Rings: 0 rx, 1 tx, 2 fill, 3 completion
     counter: str  # COUNTERS[name]
     which: int  # 0: the counter is the producer, 1: the consumer
-    view: ctypes.Array[ctypes.c_char] | None = None  # our read-only mapping (mmap reader)
     raw: int | None = None  # the counted index at the previous sample (u32)
     total: int = 0
-
-    def read(self) -> tuple[int, int]:
-        """(producer, consumer) through our mapping."""
-        assert self.view is not None
-        return self.unpack(self.view, 0)
 
 
 @dataclass
@@ -166,25 +182,20 @@ class _Seen:
 
 
 @dataclass
-class _Held:
-    """A socket we hold a copy of."""
+class _Sock:
+    """An observed socket: what is known of it between samples (no fd, no mapping)."""
 
     inode: int
-    copy: int
+    device: int  # st_dev of the socket (sockfs): with the inode, what a copy must match
     rings: dict[str, _Ring]
-    desc: dict[str, int]  # ring -> descriptor offset in its mapping
-    mapped: MappedRings | None
-    owners: set[int] = field(default_factory=set)
-    maps: dict[int, dict[str, tuple[int, int]]] = field(default_factory=dict)
+    fds: dict[int, list[int]] = field(default_factory=dict)  # owner pid -> its fds of it
+    maps: dict[int, dict[str, tuple[int, int]]] = field(default_factory=dict)  # as in _Seen
     procname: str = ""
     ifindex: int | None = None
     queue: int | None = None
     stats: ctypes.Array[ctypes.c_char] = field(
         default_factory=lambda: ctypes.create_string_buffer(8 * len(STAT_NAMES))
     )
-
-
-_Unpack = Callable[[bytes | ctypes.Array[ctypes.c_char], int], tuple[int, int]]
 
 
 def _pair_reader(producer: int, consumer: int) -> tuple[int, int, _Unpack]:
@@ -228,13 +239,13 @@ def proven_size(content: bytes, entry: int, produced: int, used: int, *, address
 
 
 class XskWatcher:
-    """Finds AF_XDP sockets of other processes and samples their rings and statistics.
+    """Finds AF_XDP sockets of other processes and samples their rings and statistics,
+    holding none of them between samples.
 
     `proc` must be the procfs of this process's pid namespace (pidfds use its pids).
     `exclude` is called at every scan for pids to leave alone besides this process (the agent
     reads its own sockets through its own mappings). `rescan`: seconds between scans in
-    `sample()`. `reader`: "mmap" (read-only mappings of the copies, the default: faster) or
-    "readv" (process_vm_readv at the owners' mappings).
+    `sample()`. `reader`: "readv" (process_vm_readv at the owners' mappings), the only one.
     """
 
     def __init__(
@@ -243,88 +254,92 @@ class XskWatcher:
         proc: Path = Path("/proc"),
         exclude: Callable[[], set[int]] | None = None,
         rescan: float = 1.0,
-        reader: Reader = "mmap",
+        reader: Reader = "readv",
     ) -> None:
         afxdp._check_platform()
-        if reader not in ("mmap", "readv"):
-            raise BackendError(f"unknown reader {reader!r}: use 'mmap' or 'readv'")
+        if reader != "readv":
+            raise BackendError(
+                f"unknown reader {reader!r}: use 'readv' (the 'mmap' reader held copies of "
+                "other processes' sockets between samples and is gone)"
+            )
         self._proc = proc
         self._exclude = exclude
         self._rescan = rescan
-        self._reader: Reader = reader
-        self._lock = threading.Lock()
-        self._sockets: dict[int, _Held] = {}
-        self._doomed: list[int] = []  # copies released, to close outside the lock
-        self._closing = 0  # copies being closed right now
+        self._lock = threading.Lock()  # scan, sample and close: one at a time
+        self._sockets: dict[int, _Sock] = {}
+        self._open = 0  # fd copies open right now (0 or 1, within a scan or sample)
         self._pidfds: dict[int, int] = {}  # pid -> pidfd
         self._pid_of: dict[int, int] = {}  # pidfd -> pid
+        self._exits = select.poll()  # every pidfd: readable once its process has exited
         self._kinds: dict[int, bool | None] = {}  # inode -> AF_XDP? (None: could not tell)
-        self._refused: set[int] = set()  # inodes whose copy was not AF_XDP or cannot be mapped
+        self._refused: set[int] = set()  # inodes whose copy was not AF_XDP or not usable
         self._no_diag = False  # set when the kernel turns out to lack AF_XDP sock_diag
         self._plan: list[tuple[int, ctypes.Array[_Iovec], ctypes.Array[ctypes.c_char]]] = []
-        self._slices: list[list[tuple[_Held, _Ring, int]]] = []
+        self._slices: list[list[tuple[_Sock, _Ring, int]]] = []
         self._planned = False
         self._last_scan: float | None = None
+        self._stale = False  # a socket's fds no longer yield it: rescan at the next sample
         self._closed = False
-        self._epoll = select.epoll()
-        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC)
-        self._epoll.register(self._wake_r, select.EPOLLIN)
-        self._thread = threading.Thread(target=self._watch, name="xskwatch-pidfds", daemon=True)
-        self._thread.start()
 
     # --- public ---
 
     def scan(self) -> None:
-        """Discover new sockets, attach to them, release those whose owners closed them."""
-        self._check_open()
-        seen = self._survey()
+        """Discover new sockets (attach: a transient copy each) and forget those whose owners
+        closed them or exited."""
         with self._lock:
-            self._apply(seen)
-            self._last_scan = time.monotonic()
-        self._close_doomed()
+            self._check_open()
+            self._scan()
 
     def sample(self) -> list[XskObservation]:
-        """Scan if `rescan` seconds have passed, then read every held socket."""
-        self._check_open()
-        if self._last_scan is None or time.monotonic() - self._last_scan >= self._rescan:
-            self.scan()
+        """Scan if `rescan` seconds have passed (or a socket went astray), then read every
+        observed socket. Nothing is held when it returns."""
         with self._lock:
-            if self._reader == "readv":
-                indices = self._read_readv()
+            self._check_open()
+            if (
+                self._stale
+                or self._last_scan is None
+                or time.monotonic() - self._last_scan >= self._rescan
+            ):
+                self._scan()
             else:
-                indices = {
-                    held.inode: [ring.read() for ring in held.rings.values()]
-                    for held in self._sockets.values()
-                }
-            found = [
-                _observe(held, indices[held.inode])
-                for held in self._sockets.values()
-                if held.inode in indices
-            ]
-        found.sort(key=lambda o: (o.pids, o.inode))
-        return found
+                self._reap()  # read through the owners that are left
+            if not self._planned:
+                self._make_plan()
+            indices = self._read_rings()
+            stats: dict[int, dict[str, int]] = {}
+            for sock in self._sockets.values():
+                found = self._statistics(sock)
+                if found is None:
+                    self._stale = True  # its fds have gone elsewhere: the next scan tells
+                else:
+                    stats[sock.inode] = found
+            # Now that everything is read: owners that exited meanwhile are forgotten, and
+            # what was read at their pid numbers is dropped (a number may be reused).
+            exited = self._reap()
+            observed = []
+            for inode, (pairs, readers) in indices.items():
+                kept = self._sockets.get(inode)
+                if kept is None or inode not in stats or readers & exited:
+                    continue
+                observed.append(_observe(kept, [pairs[n] for n in kept.rings], stats[inode]))
+        observed.sort(key=lambda o: (o.pids, o.inode))
+        return observed
 
     def held(self) -> int:
-        """How many fd copies are held right now."""
-        with self._lock:
-            return len(self._sockets) + len(self._doomed) + self._closing
+        """How many fd copies of other processes' sockets are open right now: 0 between
+        samples, at most 1 during one. (No mapping of them is ever made.)"""
+        return self._open
 
     def close(self) -> None:
-        """Release every copy and mapping, stop the pidfd thread. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        os.write(self._wake_w, b"x")
-        self._thread.join()
+        """Close the owners' pidfds and forget every socket. Idempotent."""
         with self._lock:
-            for held in list(self._sockets.values()):
-                self._release(held)
+            if self._closed:
+                return
+            self._closed = True
             for pid in list(self._pidfds):
                 self._forget(pid)
-        self._close_doomed()
-        self._epoll.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+            self._sockets.clear()
+            self._planned = False
 
     def __enter__(self) -> XskWatcher:
         return self
@@ -341,7 +356,14 @@ class XskWatcher:
         if self._closed:
             raise BackendError("the AF_XDP watcher is closed")
 
-    # --- discovery (no lock: reads /proc only) ---
+    # --- discovery (reads /proc only) ---
+
+    def _scan(self) -> None:
+        self._reap()  # first: a pid kept below must still be the process its pidfd names
+        seen = self._survey()
+        self._apply(seen)
+        self._last_scan = time.monotonic()
+        self._stale = False
 
     def _survey(self) -> dict[int, _Seen]:
         skip = {os.getpid(), *(self._exclude() if self._exclude is not None else ())}
@@ -433,133 +455,99 @@ class XskWatcher:
             return None
         return found
 
-    # --- attach and release (under the lock) ---
+    # --- attach and forget ---
 
     def _apply(self, seen: dict[int, _Seen]) -> None:
-        for inode, gone in list(self._sockets.items()):
-            if inode not in seen:
-                self._release(gone)  # every owner closed its fds (exits are the thread's)
-        attached: list[_Held] = []
+        for inode in [i for i in self._sockets if i not in seen]:
+            del self._sockets[inode]  # every owner closed its fds of it
+        attached: list[_Sock] = []
         names: dict[int, str] = {}  # pid -> comm, read once per scan
         for inode, found in seen.items():
-            held = self._sockets.get(inode)
-            if held is None:
-                if inode not in self._refused and found.maps:
-                    new = self._attach(inode, found)
-                    if new is not None:
-                        attached.append(new)
-                continue
-            for pid in held.owners - set(found.fds):
-                held.owners.discard(pid)  # closed its fds of this socket
-            for pid, fds in found.fds.items():
-                if pid not in held.owners:
-                    self._adopt(held, pid, fds)
-            held.maps = found.maps
-            if not held.owners:
-                self._release(held)
+            known = self._sockets.get(inode)
+            if known is None:
+                if inode in self._refused or not found.maps:
+                    continue
+                new = self._attach(inode, found)
+                if new is None:
+                    continue
+                attached.append(new)
+                sock = new
             else:
-                first = min(held.owners)
-                if first not in names:
-                    names[first] = self._comm(first)
-                held.procname = names[first]
+                sock = known
+                # A pid known from before is the process its pidfd names: _reap just ran.
+                sock.fds = {
+                    pid: fds
+                    for pid, fds in found.fds.items()
+                    if pid in sock.fds or self._adopt(inode, pid, fds)
+                }
+                sock.maps = {pid: m for pid, m in found.maps.items() if pid in sock.fds}
+                if not sock.fds:
+                    del self._sockets[inode]
+                    continue
+            first = min(sock.fds)
+            if first not in names:
+                names[first] = self._comm(first)
+            sock.procname = names[first]
         self._refused &= set(seen)
-        for pid in set(self._pidfds) - {p for h in self._sockets.values() for p in h.owners}:
+        for pid in set(self._pidfds) - {p for s in self._sockets.values() for p in s.fds}:
             self._forget(pid)
         if attached and not self._no_diag:
             self._describe(attached)
-        for current in self._sockets.values():
-            self._prove_sizes(current)
+        for sock in self._sockets.values():
+            self._prove_sizes(sock)
         self._planned = False
 
-    def _attach(self, inode: int, found: _Seen) -> _Held | None:
-        # Copy from an owner that maps the rings (the lowest such pid).
+    def _attach(self, inode: int, found: _Seen) -> _Sock | None:
+        """Check the socket and learn its layout through a transient copy from an owner that
+        maps the rings (the lowest such pid), then adopt its other owners."""
         pid = min(found.maps)
         pidfd = self._pidfd(pid)
         if pidfd is None:
             return None
-        copy = -1
         for fd in found.fds[pid]:
             copy = afxdp._syscall(SYS_PIDFD_GETFD, pidfd, fd, 0)
-            if copy >= 0:
-                break
-        if copy < 0:
-            return None  # exited or closed it meanwhile
-        try:
-            if os.fstat(copy).st_ino != inode or self._domain(copy) != AF_XDP:
-                self._refused.add(inode)  # fd number reused meanwhile, or not AF_XDP at all
-                os.close(copy)
+            if copy < 0:
+                continue  # closed meanwhile
+            self._open += 1
+            try:
+                facts = os.fstat(copy)
+                if facts.st_ino != inode:
+                    continue  # the fd number went to another file meanwhile
+                if self._domain(copy) != AF_XDP:
+                    self._refused.add(inode)
+                    return None
+                offsets = afxdp.mmap_offsets(copy)
+            except (OSError, BackendError):
+                self._refused.add(inode)
                 return None
-            held = self._hold(inode, copy, found)
-        except (OSError, BackendError):
-            # The socket went away (or unbound: mmap says EBUSY) between listing and here.
-            self._refused.add(inode)
-            os.close(copy)
-            return None
-        self._sockets[inode] = held
-        held.owners.add(pid)
-        for other, fds in found.fds.items():
-            if other != pid:
-                self._adopt(held, other, fds)
-        held.procname = self._comm(min(held.owners))
-        return held
+            finally:
+                os.close(copy)
+                self._open -= 1
+            sock = _Sock(inode, facts.st_dev, _rings(offsets, found))
+            sock.fds[pid] = found.fds[pid]
+            for other, fds in found.fds.items():
+                if other != pid and self._adopt(inode, other, fds):
+                    sock.fds[other] = fds
+            sock.maps = {p: m for p, m in found.maps.items() if p in sock.fds}
+            self._sockets[inode] = sock
+            return sock
+        return None  # exited or closed it meanwhile: perhaps at the next scan
 
-    def _hold(self, inode: int, copy: int, found: _Seen) -> _Held:
-        offsets = afxdp.mmap_offsets(copy)
-        lengths: dict[str, int] = {}
-        for mapped_rings in found.maps.values():
-            for name, (_, length) in mapped_rings.items():
-                lengths[name] = max(length, lengths.get(name, 0))
-        rings: dict[str, _Ring] = {}
-        for name, (_, entry) in RING_LAYOUT.items():
-            if name not in lengths:
-                continue  # not mapped by any owner: absent (or not ours to count: a sharer's
-                # fill ring is its UMEM owner's)
-            capacity = _power_below((lengths[name] - offsets[name].desc) // entry)
-            if capacity < 1:
-                continue  # a mapping of the header only: no size to report
-            first, span, unpack = _pair_reader(offsets[name].producer, offsets[name].consumer)
-            # A ring of several pages has exactly one power-of-two size that fits its length.
-            exact = offsets[name].desc + capacity * entry > PAGE
-            counter, which = COUNTERS[name]
-            rings[name] = _Ring(
-                name,
-                entry,
-                capacity,
-                capacity,
-                exact,
-                span,
-                first,
-                unpack,
-                slot=list(RING_LAYOUT).index(name),
-                counter=counter,
-                which=which,
-            )
-        mapped = None
-        if self._reader == "mmap":
-            sizes = {n: r.capacity for n, r in rings.items()}
-            mapped = afxdp.map_rings(copy, afxdp.RingSizes(**sizes), readonly=True)
-            for name, ring in rings.items():
-                mine: afxdp.Ring | None = getattr(mapped, name)
-                assert mine is not None
-                ring.view = (ctypes.c_char * (ring.first + ring.span)).from_address(mine.address)
-        desc = {n: offsets[n].desc for n in rings}
-        return _Held(inode, copy, rings, desc, mapped, maps=dict(found.maps))
-
-    def _adopt(self, held: _Held, pid: int, fds: list[int]) -> None:
-        """Watch `pid` as an owner of `held`, if it still has one of `fds` once its pidfd is
-        open (a pid reused meanwhile must not keep the copy alive)."""
+    def _adopt(self, inode: int, pid: int, fds: list[int]) -> bool:
+        """Whether `pid` is an owner of socket `inode`: it still has one of `fds` once its
+        pidfd is open (a pid reused meanwhile must not be read or copied from)."""
         if self._pidfd(pid) is None:
-            return
+            return False
         for fd in fds:
             try:
-                if os.readlink(f"{self._proc}/{pid}/fd/{fd}") == f"socket:[{held.inode}]":
-                    held.owners.add(pid)
-                    return
+                if os.readlink(f"{self._proc}/{pid}/fd/{fd}") == f"socket:[{inode}]":
+                    return True
             except OSError:
                 continue
+        return False
 
     def _pidfd(self, pid: int) -> int | None:
-        """The pidfd watching `pid` (opened and registered on first use); None if it is gone."""
+        """The pidfd of `pid` (opened on first use); None if it is gone."""
         pidfd = self._pidfds.get(pid)
         if pidfd is not None:
             return pidfd
@@ -567,50 +555,31 @@ class XskWatcher:
         if pidfd < 0:
             return None
         if _has_exited(pidfd):
-            os.close(pidfd)  # exited already (a zombie): nothing to watch or copy
+            os.close(pidfd)  # exited already (a zombie): nothing to read or copy
             return None
         self._pidfds[pid] = pidfd
         self._pid_of[pidfd] = pid
-        self._epoll.register(pidfd, select.EPOLLIN)
+        self._exits.register(pidfd, select.POLLIN)
         return pidfd
 
     def _forget(self, pid: int) -> None:
         pidfd = self._pidfds.pop(pid)
         del self._pid_of[pidfd]
-        self._epoll.unregister(pidfd)
+        self._exits.unregister(pidfd)
         os.close(pidfd)
 
-    def _release(self, held: _Held) -> None:
-        # Unmap first: a mapping alone would keep the socket alive too.
-        for ring in held.rings.values():
-            ring.view = None
-        if held.mapped is not None:
-            held.mapped.close()
-            held.mapped = None
-        del self._sockets[held.inode]
-        self._doomed.append(held.copy)  # closed by _close_doomed, outside the lock
-        self._planned = False
-
-    def _close_doomed(self) -> None:
-        """Close the copies released under the lock, outside it and all at once: closing a
-        socket's last reference waits for an RCU grace period (~12 ms here), so closing 64
-        one after another would keep the last of them alive for most of a second (measured:
-        0.8 s in sequence, 20 ms in parallel)."""
-        with self._lock:
-            doomed, self._doomed = self._doomed, []
-            self._closing += len(doomed)  # held() counts them until they are closed
-        closers = [threading.Thread(target=os.close, args=(fd,)) for fd in doomed[1:]]
-        try:
-            for closer in closers:
-                closer.start()
-            for fd in doomed[:1]:
-                os.close(fd)
-        finally:
-            for closer in closers:
-                if closer.ident is not None:  # started
-                    closer.join()
-            with self._lock:
-                self._closing -= len(doomed)
+    def _reap(self) -> set[int]:
+        """Forget every owner that has exited (one poll over all pidfds); their pids."""
+        exited = {self._pid_of[fd] for fd, _ in self._exits.poll(0) if fd in self._pid_of}
+        for pid in exited:
+            for inode, sock in list(self._sockets.items()):
+                if sock.fds.pop(pid, None) is not None:
+                    sock.maps.pop(pid, None)
+                    if not sock.fds:
+                        del self._sockets[inode]
+            self._forget(pid)
+            self._planned = False
+        return exited
 
     def _comm(self, pid: int) -> str:
         try:
@@ -628,43 +597,48 @@ class XskWatcher:
             raise OSError(ctypes.get_errno(), "getsockopt SO_DOMAIN")
         return int(value.value)
 
-    # --- the pidfd thread ---
+    # --- statistics: one transient copy at a time ---
 
-    def _watch(self) -> None:
-        """The pidfd thread: wait for owners to exit, release what they were last to hold."""
-        while True:
-            events = self._epoll.poll()
-            if any(fd == self._wake_r for fd, _ in events):
-                return  # close() takes over
-            with self._lock:
-                for fd, _ in events:
-                    pid = self._pid_of.get(fd)
-                    # The fd may have been closed and reused for another pid since the event:
-                    # act only if this pidfd really says "exited" now.
-                    if pid is not None and _has_exited(fd):
-                        self._owner_exited(pid)
-            self._close_doomed()
-
-    def _owner_exited(self, pid: int) -> None:
-        """`pid` is gone: drop it from every socket, release those it was the last owner of."""
-        for held in list(self._sockets.values()):
-            held.owners.discard(pid)
-            held.maps.pop(pid, None)
-            if not held.owners:
-                self._release(held)
-        self._forget(pid)
-        self._planned = False
+    def _statistics(self, sock: _Sock) -> dict[str, int] | None:
+        """XDP_STATISTICS through a transient copy, closed before returning ({} if the kernel
+        refuses); None if none of the socket's known fds yields it now."""
+        syscall, pidfds = _syscall4(), self._pidfds
+        for pid, fds in sock.fds.items():
+            pidfd = pidfds.get(pid)
+            if pidfd is None:
+                continue
+            for fd in fds:
+                copy = syscall(SYS_PIDFD_GETFD, pidfd, fd, 0)
+                if copy < 0:
+                    continue  # closed it, or exited
+                self._open += 1
+                try:
+                    facts = os.fstat(copy)
+                    if facts.st_ino == sock.inode and facts.st_dev == sock.device:
+                        return _read_statistics(copy, sock.stats)
+                finally:
+                    # Ordinarily not the last reference: the owner's fd is. If the owner let
+                    # go meanwhile, this close releases the socket, after an RCU grace period.
+                    os.close(copy)
+                    self._open -= 1
+        return None
 
     # --- sizes ---
 
-    def _prove_sizes(self, held: _Held) -> None:
-        for name, ring in held.rings.items():
+    def _prove_sizes(self, sock: _Sock) -> None:
+        """Prove single-page ring sizes from their content (read from the owner's mapping,
+        only while unproven)."""
+        for name, ring in sock.rings.items():
             if ring.exact:
                 continue
-            content = self._slots(held, ring)
-            if content is None:
+            pid, address = _owner_mapping(sock, name)
+            if not pid:
                 continue
-            produced, consumed = self._indices(held, ring)
+            content = _readv(pid, address + ring.desc, ring.capacity * ring.entry)
+            pair = _readv(pid, address + ring.first, ring.span)
+            if content is None or pair is None:
+                continue
+            produced, consumed = ring.unpack(pair, 0)
             size = proven_size(
                 content,
                 ring.entry,
@@ -675,105 +649,130 @@ class XskWatcher:
             if size:
                 ring.size, ring.exact = size, True
 
-    def _slots(self, held: _Held, ring: _Ring) -> bytes | None:
-        start, length = held.desc[ring.name], ring.capacity * ring.entry
-        if held.mapped is not None:
-            mine: afxdp.Ring = getattr(held.mapped, ring.name)
-            return ctypes.string_at(mine.address + start, length)
-        pid, address = self._owner_mapping(held, ring.name)
-        return _readv(pid, address + start, length) if pid else None
-
-    def _indices(self, held: _Held, ring: _Ring) -> tuple[int, int]:
-        if ring.view is not None:
-            return ring.read()
-        pid, address = self._owner_mapping(held, ring.name)
-        data = _readv(pid, address + ring.first, ring.span) if pid else None
-        return ring.unpack(data, 0) if data is not None else (0, 0)
-
-    @staticmethod
-    def _owner_mapping(held: _Held, name: str) -> tuple[int, int]:
-        for pid in sorted(held.owners):
-            found = held.maps.get(pid, {}).get(name)
-            if found is not None:
-                return pid, found[0]
-        return 0, 0
-
     # --- sock_diag ---
 
-    def _describe(self, attached: list[_Held]) -> None:
+    def _describe(self, attached: list[_Sock]) -> None:
         """ifindex, queue and exact ring sizes from sock_diag, one dump per network namespace."""
-        by_netns: dict[int, tuple[int, list[_Held]]] = {}
-        for held in attached:
-            pid = min(held.owners)
+        by_netns: dict[int, tuple[int, list[_Sock]]] = {}
+        for sock in attached:
+            pid = min(sock.fds)
             try:
                 netns = os.stat(f"{self._proc}/{pid}/ns/net").st_ino
             except OSError:
                 continue
-            by_netns.setdefault(netns, (pid, []))[1].append(held)
+            by_netns.setdefault(netns, (pid, []))[1].append(sock)
         for pid, group in by_netns.values():
             answer = _diag_dump(f"{self._proc}/{pid}/ns/net")
             if answer is None:
                 self._no_diag = True  # the kernel has no AF_XDP sock_diag: stop asking
                 return
-            for held in group:
-                info = answer.get(held.inode)
+            for sock in group:
+                info = answer.get(sock.inode)
                 if info is None:
                     continue
-                held.ifindex, held.queue = info.ifindex, info.queue
+                sock.ifindex, sock.queue = info.ifindex, info.queue
                 for name, entries in info.rings.items():
-                    ring = held.rings.get(name)
+                    ring = sock.rings.get(name)
                     if ring is not None and entries:
                         ring.size, ring.exact = entries, True
 
-    # --- reading ---
+    # --- ring indices: process_vm_readv ---
 
-    def _read_readv(self) -> dict[int, list[tuple[int, int]]]:
-        """inode -> (producer, consumer) of each ring, in held.rings order."""
-        if not self._planned:
-            self._make_plan()
-        indices: dict[int, dict[str, tuple[int, int]]] = {}
+    def _read_rings(self) -> dict[int, tuple[dict[str, tuple[int, int]], set[int]]]:
+        """inode -> ((producer, consumer) of each ring, the pids they were read from), for
+        every socket whose rings were all read."""
+        found: dict[int, tuple[dict[str, tuple[int, int]], set[int]]] = {}
         for (pid, remote, local), slices in zip(self._plan, self._slices, strict=True):
-            # An owner that exited (its pidfd thread is about to release) or unmapped a ring
-            # (the next scan sees it) gives a short read: skip its sockets this time.
+            # An owner that exited or unmapped a ring gives a short read: skip its sockets
+            # this time (the poll after the reads, or the next sample's scan, sees why).
             if _readv_into(pid, local, remote) != len(local):
+                self._stale = True
                 continue
-            for held, ring, offset in slices:
-                indices.setdefault(held.inode, {})[ring.name] = ring.unpack(local, offset)
-        found = {}
-        for inode, pairs in indices.items():
-            rings = self._sockets[inode].rings
-            if len(pairs) == len(rings):
-                found[inode] = [pairs[name] for name in rings]
-        return found
+            for sock, ring, offset in slices:
+                pairs, pids = found.setdefault(sock.inode, ({}, set()))
+                pairs[ring.name] = ring.unpack(local, offset)
+                pids.add(pid)
+        return {
+            inode: read
+            for inode, read in found.items()
+            if len(read[0]) == len(self._sockets[inode].rings)
+        }
 
     def _make_plan(self) -> None:
         """One process_vm_readv per owner process (IOV_MAX rings at a time): each ring's
         producer..consumer bytes at the owner's mapping, packed into one local buffer."""
-        groups: dict[int, list[tuple[_Held, _Ring, int]]] = {}
-        for held in self._sockets.values():
-            for name, ring in held.rings.items():
-                pid, address = self._owner_mapping(held, name)
+        groups: dict[int, list[tuple[_Sock, _Ring, int]]] = {}
+        for sock in self._sockets.values():
+            for name, ring in sock.rings.items():
+                pid, address = _owner_mapping(sock, name)
                 if pid:
-                    groups.setdefault(pid, []).append((held, ring, address + ring.first))
+                    groups.setdefault(pid, []).append((sock, ring, address + ring.first))
         self._plan, self._slices = [], []
         for pid, rings in groups.items():
             for start in range(0, len(rings), IOV_MAX):
                 chunk = rings[start : start + IOV_MAX]
                 remote = (_Iovec * len(chunk))(*(_Iovec(a, r.span) for _, r, a in chunk))
                 offsets, total = [], 0
-                for held, ring, _ in chunk:
-                    offsets.append((held, ring, total))
+                for sock, ring, _ in chunk:
+                    offsets.append((sock, ring, total))
                     total += ring.span
                 self._plan.append((pid, remote, ctypes.create_string_buffer(total)))
                 self._slices.append(offsets)
         self._planned = True
 
 
-def _observe(held: _Held, pairs: list[tuple[int, int]]) -> XskObservation:
+def _rings(offsets: dict[str, afxdp.RingOffsets], found: _Seen) -> dict[str, _Ring]:
+    """The rings the owners map, sized by their mappings, laid out by XDP_MMAP_OFFSETS."""
+    lengths: dict[str, int] = {}
+    for mapped_rings in found.maps.values():
+        for name, (_, length) in mapped_rings.items():
+            lengths[name] = max(length, lengths.get(name, 0))
+    rings: dict[str, _Ring] = {}
+    for name, (_, entry) in RING_LAYOUT.items():
+        if name not in lengths:
+            continue  # not mapped by any owner: absent (or not ours to count: a sharer's
+            # fill ring is its UMEM owner's)
+        desc = offsets[name].desc
+        capacity = _power_below((lengths[name] - desc) // entry)
+        if capacity < 1:
+            continue  # a mapping of the header only: no size to report
+        first, span, unpack = _pair_reader(offsets[name].producer, offsets[name].consumer)
+        # A ring of several pages has exactly one power-of-two size that fits its length.
+        exact = desc + capacity * entry > PAGE
+        counter, which = COUNTERS[name]
+        rings[name] = _Ring(
+            name,
+            entry,
+            capacity,
+            capacity,
+            exact,
+            desc,
+            span,
+            first,
+            unpack,
+            slot=list(RING_LAYOUT).index(name),
+            counter=counter,
+            which=which,
+        )
+    return rings
+
+
+def _owner_mapping(sock: _Sock, name: str) -> tuple[int, int]:
+    """(pid, address) of the lowest owner mapping ring `name`; (0, 0) if none does."""
+    for pid in sorted(sock.maps):
+        found = sock.maps[pid].get(name)
+        if found is not None:
+            return pid, found[0]
+    return 0, 0
+
+
+def _observe(
+    sock: _Sock, pairs: list[tuple[int, int]], statistics: dict[str, int]
+) -> XskObservation:
     """One observation from (producer, consumer) of each ring; extends the counters."""
     values = [0] * 8  # Rings: four occupancies, then four sizes
     counters: dict[str, int] = {}
-    for ring, pair in zip(held.rings.values(), pairs, strict=True):
+    for ring, pair in zip(sock.rings.values(), pairs, strict=True):
         values[ring.slot] = (pair[0] - pair[1]) & _U32
         values[ring.slot + 4] = ring.size
         raw = pair[ring.which]
@@ -782,13 +781,13 @@ def _observe(held: _Held, pairs: list[tuple[int, int]]) -> XskObservation:
         ring.total = raw if ring.raw is None else ring.total + ((raw - ring.raw) & _U32)
         ring.raw = raw
         counters[ring.counter] = ring.total
-    counters.update(_statistics(held))
+    counters.update(statistics)
     return XskObservation(
-        held.inode,
-        tuple(sorted(held.owners)),
-        held.procname,
-        held.ifindex,
-        held.queue,
+        sock.inode,
+        tuple(sorted(sock.fds)),
+        sock.procname,
+        sock.ifindex,
+        sock.queue,
         Rings(*values),
         counters,
     )
@@ -797,17 +796,31 @@ def _observe(held: _Held, pairs: list[tuple[int, int]]) -> XskObservation:
 _STATS: Final = struct.Struct(f"={len(STAT_NAMES)}Q")
 
 
-def _statistics(held: _Held) -> dict[str, int]:
-    """XDP_STATISTICS through the copy, into the socket's own buffer (kernels before 5.9 give
-    the first three counters only); {} if the kernel refuses."""
+def _read_statistics(fd: int, buffer: ctypes.Array[ctypes.c_char]) -> dict[str, int]:
+    """XDP_STATISTICS of `fd` into `buffer` (kernels before 5.9 give the first three counters
+    only); {} if the kernel refuses."""
     length = ctypes.c_uint32(_STATS.size)
-    getsockopt = afxdp._libc().getsockopt
-    if getsockopt(held.copy, SOL_XDP, XDP_STATISTICS, held.stats, ctypes.byref(length)):
+    if afxdp._libc().getsockopt(fd, SOL_XDP, XDP_STATISTICS, buffer, ctypes.byref(length)):
         return {}
     if length.value == _STATS.size:
-        return dict(zip(STAT_NAMES, _STATS.unpack_from(held.stats), strict=True))
-    values = struct.unpack_from(f"={length.value // 8}Q", held.stats)
+        return dict(zip(STAT_NAMES, _STATS.unpack_from(buffer), strict=True))
+    values = struct.unpack_from(f"={length.value // 8}Q", buffer)
     return dict(zip(STAT_NAMES, values, strict=False))
+
+
+_syscall4_handle: Callable[[int, int, int, int], int] | None = None
+
+
+def _syscall4() -> Callable[[int, int, int, int], int]:
+    """libc syscall() declared with four long arguments: what afxdp._syscall does, without
+    building the ctypes longs in Python (half a microsecond of each transient copy)."""
+    global _syscall4_handle
+    if _syscall4_handle is None:
+        function = ctypes.CDLL(None, use_errno=True).syscall  # our own handle: its argtypes
+        function.restype = ctypes.c_long
+        function.argtypes = [ctypes.c_long] * 4
+        _syscall4_handle = function
+    return _syscall4_handle
 
 
 def _has_exited(pidfd: int) -> bool:
