@@ -19,7 +19,10 @@ Approach (root, x86-64):
   (CONFIG_XDP_SOCKETS_DIAG, what `ss --xdp` uses; distribution kernels do), one dump per
   network namespace gives ifindex, queue and exact ring sizes; without it those are None.
 - Sampling. Ring indices: one process_vm_readv per owner process reads every producer/
-  consumer pair at the owner's own mapping addresses. Statistics: per socket a transient
+  consumer pair at the owner's own mapping addresses, as the last scan found them (a ring
+  unmapped since gives a short read: its sockets are left out, the next sample rescans; a
+  ring moved to where something else now is would be misread until the next scan, which no
+  AF_XDP program is known to do). Statistics: per socket a transient
   copy (pidfd_getfd), checked to still be that socket (fstat: the owner may have given the
   fd number to another file), getsockopt(XDP_STATISTICS), close, one copy at a time.
   Counters are the rings' cumulative indices (rx_packets = RX producer, tx_packets = TX
@@ -28,9 +31,10 @@ Approach (root, x86-64):
   socket's creation (mod 2**32 at the first sample).
 - Owners. Each owner's pidfd stays open between samples: pidfd_getfd needs one, it names the
   process rather than its pid number (a reused pid is never copied from), and it keeps no
-  socket alive. Every sample ends with one poll over all of them: an owner that exited is
-  forgotten, and whatever was read at its pid number is dropped (the number could name
-  another process by then). No thread; nothing here signals a process.
+  socket alive. Every sample polls them all (one poll) before reading and again after: an
+  owner that exited is forgotten, and whatever was read at its pid number meanwhile is
+  dropped (the number could name another process by then). No thread is needed: with nothing
+  held, an exit has nothing to release. Nothing here signals a process.
 - One socket is one observation, keyed by inode, however many fds or processes hold it (dup,
   fork, SCM_RIGHTS); `pids` lists the owners.
 
@@ -56,13 +60,13 @@ read through process_vm_readv at scans, only while a size is unproven. sock_diag
 present, gives exact sizes at once.
 
 Costs (benchmarks/xsk_observe.py, 64 foreign sockets of one owner, 2-vCPU VM): a whole
-`sample()` ~0.63 ms (~10 us a socket), against ~16 us to read the ring indices of 64 own
-sockets through their mappings and ~0.12 ms with their XDP_STATISTICS too. Of that, the ring
+`sample()` ~0.6 ms (~9.5 us a socket), against ~15 us to read the ring indices of 64 own
+sockets through their mappings and ~0.11 ms with their XDP_STATISTICS too. Of that, the ring
 indices through process_vm_readv ~0.10 ms, the transient copies with XDP_STATISTICS ~0.24 ms
-(held copies would take ~0.10 ms: holding nothing costs ~2.3 us a socket), building the
-observations the rest. A scan reads every process's fd links (~3 ms for 700 fds) and the
-maps of AF_XDP owners only; attaching 64 sockets takes ~5 ms. A close that turns out to be
-a socket's last reference takes ~4-12 ms.
+(held copies would take ~0.09 ms: holding nothing costs ~2.3 us a socket), building the
+observations the rest. A scan reads every process's fd links (1.5-3 ms for 500-700 fds) and
+the maps of AF_XDP owners only; attaching 64 sockets takes ~6 ms. A close that turns out to
+be a socket's last reference takes 4-20 ms (13 ms on average).
 
 One caller at a time: `scan`, `sample` and `close` serialize on a lock; `held()` does not
 take it.
