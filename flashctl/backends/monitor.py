@@ -119,6 +119,7 @@ class MonitorServer:
         self.sessions: set[Session] = set()
         self.listener: socket.socket | None = None
         self.accepting: asyncio.Task[None] | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
         # One worker: socket creation and teardown are serialised, never on the event loop.
         self.worker = ThreadPoolExecutor(1, thread_name_prefix="flashctl-xsk")
 
@@ -139,6 +140,8 @@ class MonitorServer:
                 self.path.unlink()
         for session in list(self.sessions):
             await self.drop(session, "the agent is stopping")
+        if self.tasks:
+            await asyncio.wait(list(self.tasks))
         await asyncio.get_running_loop().run_in_executor(self.worker, self.plant.close_all)
         self.worker.shutdown(wait=True)
 
@@ -208,6 +211,8 @@ class MonitorServer:
             session = Session(conn, pid, uid, _procname(pid))
             self.sessions.add(session)
             session.task = loop.create_task(self._serve(session))
+            self.tasks.add(session.task)
+            session.task.add_done_callback(self.tasks.discard)
 
     async def _serve(self, session: Session) -> None:
         reason, event = "it closed the connection", True
@@ -233,7 +238,9 @@ class MonitorServer:
         except ValueError:
             raise _Closed(f"unknown command {value} (0x{value & 0xFFFFFFFF:08x})") from None
 
-    async def _read(self, session: Session, size: int, *, idle: bool = False) -> bytes:
+    async def _read(
+        self, session: Session, size: int, *, idle: bool = False, started: bool = False
+    ) -> bytes:
         """Exactly `size` bytes. An attached NF may stay silent forever (its connection is its
         liveness); anything else, and the rest of a started message, has `handshake` s."""
         loop = asyncio.get_running_loop()
@@ -243,12 +250,12 @@ class MonitorServer:
             try:
                 chunk = await asyncio.wait_for(loop.sock_recv(session.sock, size - len(data)), wait)
             except TimeoutError:
-                what = "a complete message" if data else "its first command"
+                what = "a complete message" if data or started else "its first command"
                 raise _Closed(f"it did not send {what} within {self.handshake:g} s") from None
             except OSError as exc:
                 raise _Closed(f"the connection failed: {exc.strerror}") from None
             if not chunk:
-                if data:
+                if data or started:
                     raise _Closed(
                         "it closed the connection in the middle of a message "
                         f"({len(data)} of {size} bytes)"
@@ -274,7 +281,9 @@ class MonitorServer:
 
     async def _send_fd(self, session: Session, fd: int | None) -> None:
         if fd is None:
-            await asyncio.get_running_loop().sock_sendall(session.sock, b"n")
+            await asyncio.wait_for(
+                asyncio.get_running_loop().sock_sendall(session.sock, b"n"), self.handshake
+            )
             return
         rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]).tobytes())]
         deadline = asyncio.get_running_loop().time() + self.handshake
@@ -292,7 +301,7 @@ class MonitorServer:
     async def _handle(self, session: Session, command: Command) -> bool:
         """Answer one command; False after CLOSE_CONN."""
         if command in (Command.GET_UMEM, Command.CREATE_UMEM):
-            payload = await self._read(session, NF_DATA.size)
+            payload = await self._read(session, NF_DATA.size, started=True)
             await self._send(session, await self._claim(session, *NF_DATA.unpack(payload)))
             return True
         if command == Command.CLOSE_CONN:
@@ -334,18 +343,30 @@ class MonitorServer:
         )
         if holder is not None:
             self._refuse(
-                session, f"{seat.chain}/{seat.nf} is already attached by {holder.describe()}"
+                session,
+                f"{seat.chain}/{seat.nf} is already attached by pid {holder.pid} "
+                f"({holder.procname})",
             )
             return umem_reply(None, None)
         loop = asyncio.get_running_loop()
+        session.seat = seat  # reserved: other claims and detaches see it across the await
         try:
             group = await loop.run_in_executor(self.worker, self.plant.group, seat)
         except AfXdpError as exc:
+            session.seat = None
             self._refuse(
                 session, f"cannot create the UMEM of {seat.chain}/{seat.umem}: {exc.message}"
             )
             return umem_reply(None, None)
-        session.seat, session.group = seat, group
+        if self.seats.get(seat.key) != seat or session.goodbye is not None:
+            session.seat = None
+            if not any(
+                s.seat is not None and s.seat.umem_id == seat.umem_id for s in self.sessions
+            ):
+                await loop.run_in_executor(self.worker, self.plant.release, seat.umem_id)
+            self._refuse(session, f"{seat.chain}/{seat.nf} changed while it attached")
+            return umem_reply(None, None)
+        session.group = group
         self.on_event(
             "nf-attached",
             {

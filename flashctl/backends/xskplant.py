@@ -141,7 +141,17 @@ class XskPlant:
         except OSError as exc:
             umem.close()
             raise AfXdpError(f"creating the POLLOUT status memfd failed: {exc.strerror}") from None
-        made = Group(seat.umem_id, umem, pollout)
+        # Until the first socket binds (and an attached program says how), answer what the
+        # seat asks for; a group whose NFs load their own XDP program keeps the seat's mode.
+        copy = seat.bind == "copy" or (seat.bind == "auto" and seat.xdp == "skb")
+        wanted_xdp = "native" if seat.xdp == "auto" else seat.xdp
+        made = Group(
+            seat.umem_id,
+            umem,
+            pollout,
+            bind=bind_flags("copy" if copy else "zerocopy", seat.mode),
+            xdp=xdp_flags(wanted_xdp),
+        )
         with self.lock:
             self.groups[seat.umem_id] = made
         return made
