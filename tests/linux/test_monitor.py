@@ -171,6 +171,25 @@ def drain(raw: socket.socket, want: int, timeout: float = 5.0) -> list[bytes]:
     return got
 
 
+def held_by(pid: int) -> dict[str, int]:
+    """What a process holds of the NF side: AF_XDP sockets and UMEM/POLLOUT memfds."""
+    held = {"xdp": 0, "umem": 0, "pollout": 0}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        path = f"/proc/{pid}/fd/{fd}"
+        try:
+            target = os.readlink(path)
+            if target.startswith("socket:"):
+                if os.getxattr(path, "system.sockprotoname").rstrip(b"\0") == b"XDP":
+                    held["xdp"] += 1
+            elif target.startswith("/memfd:flashctl-umem"):
+                held["umem"] += 1
+            elif target.startswith("/memfd:flashctl-pollout"):
+                held["pollout"] += 1
+        except OSError:
+            continue  # closed meanwhile
+    return held
+
+
 def xdp_attached(link: Link) -> bool:
     shown = subprocess.run(
         ["ip", "-n", link.netns, "-d", "link", "show", link.xdp],
@@ -257,11 +276,14 @@ def test_supervised_nf_attaches_forwards_and_is_observed(agent: Agent, peer: soc
     logs = agent.flashctl("logs", "fw").stdout
     assert f"started pid {nf_pid}" in logs
 
+    assert held_by(agent.process.pid) == {"xdp": 1, "umem": 1, "pollout": 1}
+
     # Delete: the NF is stopped, its socket and the redirect program are gone.
     agent.flashctl("delete", "edge")
     assert wait_for(lambda: not Path(f"/proc/{nf_pid}").exists(), 10)
     assert agent.status()["xsks"] == []
     assert not xdp_attached(agent.link)
+    assert held_by(agent.process.pid) == {"xdp": 0, "umem": 0, "pollout": 0}
     assert stats_of(stats)["exit_reason"] == "monitor EOF"
 
 
@@ -289,6 +311,7 @@ def test_external_nf_crash_releases_its_socket_at_once(agent: Agent, link: Link)
         nf.wait(10)
         assert wait_for(lambda: agent.own_xsks() == [], 5)
         assert not xdp_attached(link)
+        assert held_by(agent.process.pid) == {"xdp": 0, "umem": 0, "pollout": 0}
         events = agent.flashctl("events", "-o", "json").stdout.splitlines()
         kinds = [json.loads(e)["kind"] for e in events]
         assert "nf-detached" in kinds
