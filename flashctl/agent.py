@@ -203,12 +203,16 @@ class Agent:
         if self.monitor is None or self.backend_name != "native":
             return
         from flashctl.backends.native import NativeBackend
-        from flashctl.nfhost import NfHost
+        from flashctl.nfhost import IdStore, NfHost
 
         def record(kind: str, message: str, chain: str | None, data: dict[str, Any]) -> None:
             self.store.add_event(kind, message, chain=chain, data=data)
 
-        host = NfHost(self.home.root / "logs", self.monitor, record, self._clear_upstream)
+        ids = IdStore(
+            lambda: self.store.setting("monitor.umem_ids"),
+            lambda text: self.store.set_setting("monitor.umem_ids", text),
+        )
+        host = NfHost(self.home.root / "logs", self.monitor, record, self._clear_upstream, ids)
         await host.start()
         self.nfhost = host
         if isinstance(backend, NativeBackend):

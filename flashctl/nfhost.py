@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import grp
+import json
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -63,9 +64,18 @@ def group_id(name: str | None) -> int | None:
 
 class NfHost:
     def __init__(
-        self, logs: Path, settings: MonitorSettings, record: EventSink, before_stop: BeforeStop
+        self,
+        logs: Path,
+        settings: MonitorSettings,
+        record: EventSink,
+        before_stop: BeforeStop,
+        ids: IdStore | None = None,
     ) -> None:
+        """`ids` keeps the UMEM numbering across agent restarts: an NF started by someone
+        else has its `umem_id` on its command line, so it must mean the same group after a
+        restart."""
         self.settings = settings
+        self.ids = ids
         self.record = record
         self.before_stop = before_stop
         self.plant = XskPlant()
@@ -77,7 +87,7 @@ class NfHost:
             group=group_id(settings.group),
         )
         self.supervisor = Supervisor(logs, self._supervisor_event)
-        self.umem_ids: dict[UmemKey, int] = {}
+        self.umem_ids: dict[UmemKey, int] = _decode_ids(ids.load()) if ids else {}
         self.seats: dict[tuple[int, int], Seat] = {}
         self.runs: dict[str, RunSpec] = {}  # "chain/nf" -> what runs
         self.watcher: Any = None
@@ -129,7 +139,10 @@ class NfHost:
     async def sync(self, chains: Mapping[str, Chain]) -> None:
         """Make seats and processes match the running chains."""
         ordered = [chains[name] for name in sorted(chains)]
-        self.umem_ids = assign_umem_ids(ordered, self.umem_ids)
+        assigned = assign_umem_ids(ordered, self.umem_ids)
+        if assigned != self.umem_ids and self.ids is not None:
+            self.ids.save(_encode_ids(assigned))
+        self.umem_ids = assigned
         new_seats = seats(ordered, self.umem_ids)
         for session_seat in self._leaving(new_seats, chains):
             with contextlib.suppress(FlashctlError):
@@ -257,6 +270,27 @@ class NfHost:
         self.record(
             kind, f"{key}: {kind.removeprefix('nf-')} {_details(data)}".strip(), chain, dict(data)
         )
+
+
+@dataclass(frozen=True, slots=True)
+class IdStore:
+    load: Callable[[], str | None]
+    save: Callable[[str], None]
+
+
+def _encode_ids(ids: Mapping[UmemKey, int]) -> str:
+    return json.dumps(sorted([chain, group, umem_id] for (chain, group), umem_id in ids.items()))
+
+
+def _decode_ids(text: str | None) -> dict[UmemKey, int]:
+    """The saved numbering; anything unreadable starts afresh (ids are then reassigned)."""
+    if not text:
+        return {}
+    try:
+        rows = json.loads(text)
+        return {(str(c), str(g)): int(i) for c, g, i in rows}
+    except (ValueError, TypeError):
+        return {}
 
 
 def _details(data: Mapping[str, object]) -> str:

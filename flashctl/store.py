@@ -297,6 +297,20 @@ class Store:
             rows = conn.execute(f"{_SELECT_REVISION} WHERE chain = ? ORDER BY rev DESC", (chain,))
             return [_to_revision(row) for row in rows]
 
+    def setting(self, key: str) -> str | None:
+        """A value the agent keeps across restarts (the `meta` table), or None."""
+        with self._read() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (f"agent.{key}",)).fetchone()
+            return None if row is None else str(row[0])
+
+    def set_setting(self, key: str, value: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (f"agent.{key}", value),
+            )
+
     def pending(self) -> list[Revision]:
         """Revisions still 'pending', sorted by chain and number."""
         with self._read() as conn:

@@ -455,3 +455,12 @@ def test_read_only_message(tmp_path: Path, path: Path) -> None:
         f"cannot write {path} (read-only file or filesystem); "
         "make it writable or use another FLASHCTL_HOME"
     )
+
+
+def test_agent_settings_persist_and_are_replaced(path: Path) -> None:
+    with Store.open(path, clock=Clock()) as opened:
+        assert opened.setting("monitor.umem_ids") is None
+        opened.set_setting("monitor.umem_ids", '[["edge", "pool", 0]]')
+        opened.set_setting("monitor.umem_ids", '[["edge", "pool", 3]]')
+    with Store.open(path, clock=Clock()) as reopened:
+        assert reopened.setting("monitor.umem_ids") == '[["edge", "pool", 3]]'

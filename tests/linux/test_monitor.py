@@ -67,10 +67,14 @@ class Agent:
 
 
 @contextmanager
-def running_agent(link: Link, sysfs_root: Path | None = None) -> Iterator[Agent]:
+def running_agent(
+    link: Link, sysfs_root: Path | None = None, scratch: Path | None = None
+) -> Iterator[Agent]:
     """The agent in the link's namespace (native backend, a unique monitor socket); without
-    `sysfs_root` on a root that does not exist: standalone, as on a stock kernel."""
-    scratch = Path(tempfile.mkdtemp(prefix="fcm", dir="/tmp"))
+    `sysfs_root` on a root that does not exist: standalone, as on a stock kernel. Given a
+    `scratch` directory it reuses that home (a restarted agent) and leaves it in place."""
+    keep = scratch is not None
+    scratch = scratch or Path(tempfile.mkdtemp(prefix="fcm", dir="/tmp"))
     home, monitor = scratch / "h", scratch / "m.sock"
     root = sysfs_root or scratch / "no-flash"
     env = dict(os.environ, FLASHCTL_HOME=str(home))
@@ -98,7 +102,8 @@ def running_agent(link: Link, sysfs_root: Path | None = None) -> Iterator[Agent]
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        subprocess.run(["rm", "-rf", str(scratch)], check=False)
+        if not keep:
+            subprocess.run(["rm", "-rf", str(scratch)], check=False)
 
 
 @pytest.fixture
@@ -495,3 +500,31 @@ def test_rules_follow_the_flash_ids_the_kernel_gives_the_agents_sockets() -> Non
             assert sockets["fw/0"]["counters"]["fill_posted"] == 4096
     finally:
         subprocess.run(["rm", "-rf", str(parent)], check=False)
+
+
+def test_umem_ids_stay_with_their_groups_across_an_agent_restart(link: Link) -> None:
+    """An NF started by someone else has its umem_id on its command line: a group keeps its
+    id while it runs, whatever else is applied, and after the agent restarts."""
+    scratch = Path(tempfile.mkdtemp(prefix="fcm", dir="/tmp"))
+    try:
+        with running_agent(link, scratch=scratch) as agent:
+            apply(agent, chain_yaml(agent, scratch / "x.json", run=False))  # chain "edge"
+            other = chain_yaml(agent, scratch / "y.json", run=False, threads=1)
+            other = other.replace("name: edge", "name: aaa").replace("queues: [0]", "queues: [1]")
+            (scratch / "aaa.yaml").write_text(other)
+            agent.flashctl("apply", str(scratch / "aaa.yaml"))
+            seats = {n["chain"]: n["umemId"] for n in agent.status()["monitor"]["nfs"]}
+            assert seats == {"edge": 0, "aaa": 1}  # aaa sorts first, but edge had 0 already
+        with running_agent(link, scratch=scratch) as agent:
+            seats = {n["chain"]: n["umemId"] for n in agent.status()["monitor"]["nfs"]}
+            assert seats == {"edge": 0, "aaa": 1}
+            agent.flashctl("delete", "edge")
+            (scratch / "b.yaml").write_text(other.replace("name: aaa", "name: bbb"))
+            # bbb's NF has the same queue as aaa's: on another interface queue it would
+            # clash, so it only reuses the freed id here once aaa is gone too.
+            agent.flashctl("delete", "aaa")
+            agent.flashctl("apply", str(scratch / "b.yaml"))
+            seats = {n["chain"]: n["umemId"] for n in agent.status()["monitor"]["nfs"]}
+            assert seats == {"bbb": 0}  # the lowest free id
+    finally:
+        subprocess.run(["rm", "-rf", str(scratch)], check=False)
