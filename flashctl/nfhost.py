@@ -18,7 +18,10 @@ from __future__ import annotations
 import contextlib
 import grp
 import json
+import os
+import pwd
 import socket
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,7 +137,37 @@ class NfHost:
             except FlashctlError as exc:
                 where = (*at[:-1], "user") if "user" in exc.message else at
                 problems.append(Diagnostic("error", where, exc.message, exc.hint))
+                continue
+            refused = self._unreachable_for(nf.run.user) if servable(chain, nf_name) else None
+            if refused is not None:
+                problems.append(Diagnostic("error", (*at[:-1], "user"), *refused))
         return problems
+
+    def _unreachable_for(self, user: str | None) -> tuple[str, str] | None:
+        """Why `user` could not connect to the monitor socket (connecting needs write
+        permission on it), with what to do; None when it can."""
+        if user is None:
+            return None
+        try:
+            account = pwd.getpwnam(user)
+            info = self.settings.path.stat()
+        except (KeyError, OSError):
+            return None  # an unknown user is reported by the supervisor's check
+        if account.pw_uid == 0:
+            return None
+        groups = set(os.getgrouplist(user, account.pw_gid))
+        mode = info.st_mode
+        if (
+            (info.st_uid == account.pw_uid and mode & stat.S_IWUSR)
+            or (info.st_gid in groups and mode & stat.S_IWGRP)
+            or mode & stat.S_IWOTH
+        ):
+            return None
+        return (
+            f"user {user!r} may not connect to the monitor socket {self.settings.path} "
+            f"(mode {stat.S_IMODE(mode):04o}), so the NF could not attach",
+            "start the agent with --monitor-group GROUP for a group the user is in",
+        )
 
     async def sync(self, chains: Mapping[str, Chain]) -> None:
         """Make seats and processes match the running chains."""

@@ -10,10 +10,13 @@ ground truth (its stats file), and everything is gone afterwards.
 
 from __future__ import annotations
 
+import grp
 import json
 import os
+import pwd
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import sys
@@ -27,10 +30,10 @@ from typing import Any
 
 import pytest
 
-from flashctl.backends.afxdp import Umem, XskSocket
+from flashctl.backends.afxdp import RingSizes, Umem, XskSocket, map_rings
 from flashctl.backends.flashsys import FLASH_TABLE
 from tests.linux.flashfs import fuse_missing, mounted
-from tests.linux.flashnf import Refused, attach_answers
+from tests.linux.flashnf import Attachment, MonitorClient, Refused, attach_answers, handshake
 from tests.linux.netns import ETH_TYPE, Link, frame, inside, veth_pair, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -68,7 +71,10 @@ class Agent:
 
 @contextmanager
 def running_agent(
-    link: Link, sysfs_root: Path | None = None, scratch: Path | None = None
+    link: Link,
+    sysfs_root: Path | None = None,
+    scratch: Path | None = None,
+    extra: tuple[str, ...] = (),
 ) -> Iterator[Agent]:
     """The agent in the link's namespace (native backend, a unique monitor socket); without
     `sysfs_root` on a root that does not exist: standalone, as on a stock kernel. Given a
@@ -83,6 +89,7 @@ def running_agent(
             *("ip", "netns", "exec", link.netns, PY, "-m", "flashctl", "agent", "run"),
             *("--backend", "native", "--sysfs-root", str(root)),
             *("--monitor-socket", str(monitor)),
+            *extra,
         ],
         env=env,
         cwd=REPO,
@@ -388,6 +395,16 @@ def test_apply_refuses_a_run_command_that_cannot_start(agent: Agent) -> None:
     done = agent.flashctl("apply", str(path), check=False)
     assert done.returncode == 2
     assert "error: spec.nfs.fw.run.user: unknown user 'fc-nobody-here'" in done.stderr
+    # A user who may not open the monitor socket (0600, root's) could never attach.
+    path.write_text(user.replace("user: fc-nobody-here", "user: nobody"))
+    done = agent.flashctl("apply", str(path), check=False)
+    assert done.returncode == 2
+    assert (
+        f"error: spec.nfs.fw.run.user: user 'nobody' may not connect to the monitor socket "
+        f"{agent.monitor} (mode 0600), so the NF could not attach (start the agent with "
+        "--monitor-group GROUP for a group the user is in)"
+    ) in done.stderr
+    assert agent.status()["chains"] == []
 
 
 def test_foreign_af_xdp_program_is_observed_and_released(agent: Agent, link: Link) -> None:
@@ -526,5 +543,57 @@ def test_umem_ids_stay_with_their_groups_across_an_agent_restart(link: Link) -> 
             agent.flashctl("apply", str(scratch / "b.yaml"))
             seats = {n["chain"]: n["umemId"] for n in agent.status()["monitor"]["nfs"]}
             assert seats == {"bbb": 0}  # the lowest free id
+    finally:
+        subprocess.run(["rm", "-rf", str(scratch)], check=False)
+
+
+def test_an_unprivileged_nf_attaches_through_the_monitor_group(link: Link) -> None:
+    """FLASH's NFs run unprivileged (as nobody): with --monitor-group the socket is 0660 for
+    that group, and an NF process of user nobody gets its UMEM and a bound socket whose
+    rings it maps and uses itself."""
+    scratch = Path(tempfile.mkdtemp(prefix="fcm", dir="/tmp"))
+    scratch.chmod(0o755)  # nobody must reach the monitor socket inside
+    nobody = pwd.getpwnam("nobody")
+    group = grp.getgrgid(nobody.pw_gid).gr_name
+    try:
+        with running_agent(link, scratch=scratch, extra=("--monitor-group", group)) as agent:
+            shown = agent.monitor.stat()
+            assert (stat.S_IMODE(shown.st_mode), shown.st_gid) == (0o660, nobody.pw_gid)
+            apply(agent, chain_yaml(agent, scratch / "x.json", run=False))
+            read_end, write_end = os.pipe()
+            child = os.fork()
+            if child == 0:  # pragma: no cover - the child reports through the pipe
+                report: dict[str, Any] = {}
+                try:
+                    os.setgroups([])
+                    os.setgid(nobody.pw_gid)
+                    os.setuid(nobody.pw_uid)
+                    client = MonitorClient(str(agent.monitor), 10.0)
+                    attachment = Attachment({})
+                    handshake(client, 0, 0, attachment, ip_addrs=False)
+                    [fd] = attachment.socket_fds
+                    rings = map_rings(fd, RingSizes(2048, 2048, 4096, 2048))
+                    assert rings.fill is not None
+                    report["filled"] = rings.fill.produce([4096 * i for i in range(64)])
+                    report["uid"] = os.getuid()
+                    report["answers"] = attachment.answers
+                    rings.close()
+                    attachment.close()
+                    client.close_conn()
+                except BaseException as exc:
+                    report["error"] = repr(exc)
+                os.write(write_end, json.dumps(report).encode())
+                os._exit(0)
+            os.close(write_end)
+            with os.fdopen(read_end, "rb") as pipe:
+                report = json.loads(pipe.read() or b"{}")
+            os.waitpid(child, 0)
+            assert "error" not in report, report["error"]
+            assert report["uid"] == nobody.pw_uid
+            assert report["filled"] == 64  # the NF's own mapping of its fill ring works
+            assert report["answers"]["sockets"][0]["domain"] == 44
+            events = agent.flashctl("events", "-o", "json").stdout.splitlines()
+            attaches = [json.loads(e) for e in events if '"nf-attached"' in e]
+            assert attaches[-1]["data"]["uid"] == nobody.pw_uid
     finally:
         subprocess.run(["rm", "-rf", str(scratch)], check=False)
