@@ -45,12 +45,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
-import fcntl
-import io
 import json
 import os
 import pstats
-import pty
 import secrets
 import shutil
 import signal
@@ -59,7 +56,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import termios
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -81,7 +77,7 @@ from _common import (
 )
 from _common import verdict as word
 from cold_start import Launcher, child_env, find_launcher
-from top_cpu import stage_costs
+from top_cpu import cpu_seconds, stage_costs, top_on_pty
 
 import_path()  # flashctl and tests.linux from this checkout even when not installed
 
@@ -111,7 +107,6 @@ QUEUES = 64  # per veth end; the kernel's XSKMAP and the issue's 64-socket chain
 SWEEP_SOCKETS = 64
 TOP_THREADS = 64
 HZ = 10.0
-COLUMNS, ROWS = 160, 80
 SWEEP_LIMIT = 100e-6  # seconds per sweep of all four rings of 64 sockets (issue)
 TOP_LIMIT = 0.05  # of one core: `flashctl top` at 10 Hz (the issue, as benchmarks/top_cpu.py)
 SETTLE = 0.2  # seconds after the agent shows no own socket before the next attach
@@ -656,12 +651,6 @@ def measure_sweeps(link: Link, sweeps: int) -> dict[str, Any]:
 # --- 3. flashctl top -------------------------------------------------------------------------
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, from /proc/<pid>/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @dataclass(frozen=True)
 class Window:
     process: float | None  # share of one core
@@ -678,51 +667,14 @@ def measured(pid: int | None, agent: NativeAgent, warmup: float, seconds: float)
     return Window(mine, (cpu_seconds(agent.pid) - theirs) / wall)
 
 
-def _drain(fd: int, into: io.BytesIO) -> None:
-    while True:
-        try:
-            chunk = os.read(fd, 1 << 16)
-        except OSError:
-            return
-        if not chunk:
-            return
-        into.write(chunk)
-
-
 def top_window(agent: NativeAgent, warmup: float, seconds: float) -> Window:
     """`flashctl top --interval 0.1` on a pseudo-terminal; `q` ends it (it must exit 0)."""
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLUMNS, 0, 0))
-    env = {**agent.env, "TERM": "xterm-256color", "COLUMNS": str(COLUMNS), "LINES": str(ROWS)}
-    process = subprocess.Popen(
-        [*agent.launcher.prefix, "top", "--interval", str(1 / HZ)],
-        cwd=REPO,
-        env=env,
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        start_new_session=True,
+    return top_on_pty(
+        agent.launcher.prefix,
+        agent.env,
+        lambda pid: measured(pid, agent, warmup, seconds),
+        expect=b"AF_XDP sockets",
     )
-    os.close(slave)
-    drained = io.BytesIO()
-    reader = threading.Thread(target=_drain, args=(master, drained), daemon=True)
-    reader.start()
-    try:
-        window = measured(process.pid, agent, warmup, seconds)
-        os.write(master, b"q")
-        code = process.wait(10)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
-        reader.join(5)
-        os.close(master)
-    if code != 0:
-        tail = drained.getvalue()[-2000:].decode(errors="replace")
-        raise SystemExit(f"flashctl top exited {code} after q:\n{tail}")
-    if b"AF_XDP sockets" not in drained.getvalue():
-        raise SystemExit("flashctl top drew no AF_XDP socket table")
-    return window
 
 
 def baseline_window(agent: NativeAgent, warmup: float, seconds: float) -> Window:

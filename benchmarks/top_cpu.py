@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from _common import (
     REPO,
@@ -257,6 +257,9 @@ def stage_costs(data: list[bytes]) -> dict[str, float]:
 # --- end to end ------------------------------------------------------------------------------
 
 
+_W = TypeVar("_W")
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process, from /proc/<pid>/stat."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
@@ -281,6 +284,16 @@ def top_process(
     prefix: tuple[str, ...], env: dict[str, str], agent: AgentProcess, warmup: float, seconds: float
 ) -> Window:
     """`flashctl top --interval 0.1` on a pseudo-terminal; `q` ends it (it must exit 0)."""
+    return top_on_pty(
+        prefix, env, lambda pid: measured(pid, agent, warmup, seconds), expect=b"bottleneck"
+    )
+
+
+def top_on_pty(
+    prefix: tuple[str, ...], env: dict[str, str], measure: Callable[[int], _W], *, expect: bytes
+) -> _W:
+    """Run `flashctl top --interval 1/HZ` on a pseudo-terminal of COLUMNS x ROWS (a thread
+    drains it), `measure(pid)` it, then type `q`: it must exit 0 having drawn `expect`."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLUMNS, 0, 0))
     process = subprocess.Popen(
@@ -297,7 +310,7 @@ def top_process(
     reader = threading.Thread(target=_drain, args=(master, drained), daemon=True)
     reader.start()
     try:
-        window = measured(process.pid, agent, warmup, seconds)
+        window = measure(process.pid)
         os.write(master, b"q")
         code = process.wait(10)
     finally:
@@ -309,8 +322,8 @@ def top_process(
     if code != 0:
         tail = drained.getvalue()[-2000:].decode(errors="replace")
         raise SystemExit(f"flashctl top exited {code} after q:\n{tail}")
-    if b"bottleneck" not in drained.getvalue():
-        raise SystemExit("flashctl top drew no measured frame")
+    if expect not in drained.getvalue():
+        raise SystemExit(f"flashctl top never drew {expect.decode()!r}")
     return window
 
 

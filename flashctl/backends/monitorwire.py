@@ -33,12 +33,41 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
 
+from flashctl.backends.afxdp import (
+    XDP_COPY,
+    XDP_FLAGS_DRV_MODE,
+    XDP_FLAGS_HW_MODE,
+    XDP_FLAGS_SKB_MODE,
+    XDP_USE_NEED_WAKEUP,
+    XDP_ZEROCOPY,
+)
 from flashctl.chains.seats import Seat
 
 COMMAND: Final = struct.Struct("=i")
 NF_DATA: Final = struct.Struct("=ii")  # struct nf_data {int umem_id; int nf_id;}
 NAME_BYTES: Final = 16  # IF_NAMESIZE and INET_ADDRSTRLEN
 POLLOUT_BYTES: Final = 64  # FLASH_MAX_XSK entries of one byte
+
+
+# flash_defines.h: FLASH__BUSY_POLL, FLASH__NO_NEED_WAKEUP, FLASH__POLL (mode '' is 0)
+MODE_FLAGS: Final = {"wakeup": 0, "busy": 0x1, "no-wakeup": 0x2, "poll": 0x4}
+
+
+def bind_flags(bind: str, mode: str) -> int:
+    """The u32 GET_BIND_FLAGS answers for a bound mode (`zerocopy` or `copy`): need-wakeup is
+    added in the default mode, as the monitor does for mode ''."""
+    flags = XDP_ZEROCOPY if bind == "zerocopy" else XDP_COPY
+    return flags | (XDP_USE_NEED_WAKEUP if mode == "wakeup" else 0)
+
+
+def xdp_flags(xdp: str) -> int:
+    """The u32 GET_XDP_FLAGS answers for an attach mode (`native`, `skb` or `hw`)."""
+    return {"native": XDP_FLAGS_DRV_MODE, "skb": XDP_FLAGS_SKB_MODE, "hw": XDP_FLAGS_HW_MODE}[xdp]
+
+
+def mode_flags(mode: str) -> int:
+    """The u32 GET_MODE answers for a group's `mode`."""
+    return MODE_FLAGS[mode]
 
 
 class Command(IntEnum):
@@ -119,7 +148,7 @@ def seat_reply(command: Command, seat: Seat, bind: int, xdp: int) -> list[Part]:
     if command == Command.GET_XDP_FLAGS:
         return [u32(xdp)]
     if command == Command.GET_MODE:
-        return [u32(seat.mode_flags)]
+        return [u32(mode_flags(seat.mode))]
     if command == Command.GET_POLL_TIMEOUT:
         return [int32(seat.poll_timeout)]
     if command == Command.GET_FRAGS_ENABLED:

@@ -40,8 +40,8 @@ from flashctl.backends.afxdp import (
     read_statistics,
 )
 from flashctl.backends.base import Rings
-from flashctl.backends.monitorwire import POLLOUT_BYTES
-from flashctl.chains.seats import Seat, bind_flags, xdp_flags
+from flashctl.backends.monitorwire import POLLOUT_BYTES, bind_flags, xdp_flags
+from flashctl.chains.seats import Seat
 
 RX_DESCS = 2048  # XSK_RING_CONS__DEFAULT_NUM_DESCS: what FLASH NFs map, times `scale`
 FILL_DESCS = 4096  # the fill ring is twice the default in FLASH

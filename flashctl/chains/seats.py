@@ -41,15 +41,6 @@ FRAMES_PER_THREAD = 4096  # NUM_FRAMES in flash_defines.h: one partition, times 
 MAX_UMEM_BYTES = (1 << 31) - 1  # the protocol sends the UMEM size as a C int
 NO_ADDRESS = "0.0.0.0"  # what the monitor's configs hold for "no address"
 
-# Flag values on the wire (linux/if_xdp.h, linux/if_link.h, flash_defines.h).
-XDP_COPY = 1 << 1
-XDP_ZEROCOPY = 1 << 2
-XDP_USE_NEED_WAKEUP = 1 << 3
-XDP_FLAGS_SKB_MODE = 1 << 1
-XDP_FLAGS_DRV_MODE = 1 << 2
-XDP_FLAGS_HW_MODE = 1 << 3
-MODE_FLAGS = {"wakeup": 0, "busy": 0x1, "no-wakeup": 0x2, "poll": 0x4}
-
 UmemKey = tuple[str, str]  # (chain, group name); a private UMEM is named `nf(private)`
 
 
@@ -85,22 +76,6 @@ class Seat:
     @property
     def threads(self) -> int:
         return len(self.queues)
-
-    @property
-    def mode_flags(self) -> int:
-        return MODE_FLAGS[self.mode]
-
-
-def bind_flags(bind: str, mode: str) -> int:
-    """The u32 GET_BIND_FLAGS answers for a bound mode (`zerocopy` or `copy`): need-wakeup is
-    added in the default mode, as the monitor does for mode ''."""
-    flags = XDP_ZEROCOPY if bind == "zerocopy" else XDP_COPY
-    return flags | (XDP_USE_NEED_WAKEUP if mode == "wakeup" else 0)
-
-
-def xdp_flags(xdp: str) -> int:
-    """The u32 GET_XDP_FLAGS answers for an attach mode (`native`, `skb` or `hw`)."""
-    return {"native": XDP_FLAGS_DRV_MODE, "skb": XDP_FLAGS_SKB_MODE, "hw": XDP_FLAGS_HW_MODE}[xdp]
 
 
 def groups_of(chain: Chain) -> list[tuple[str, list[str], Umem | None]]:

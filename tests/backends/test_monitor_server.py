@@ -34,9 +34,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flashctl.backends.monitor import MonitorError, MonitorServer, listen
+from flashctl.backends.monitorwire import bind_flags, xdp_flags
 from flashctl.backends.xskplant import XskPlant
 from flashctl.chains.loader import load_sources
-from flashctl.chains.seats import Seat, assign_umem_ids, bind_flags, seats, xdp_flags
+from flashctl.chains.seats import Seat, assign_umem_ids, seats
 from tests.linux.flashnf import attach_answers
 
 PID = os.getpid()

@@ -12,6 +12,7 @@ from flashctl.backends.monitorwire import (
     NF_DATA,
     Command,
     FdPart,
+    bind_flags,
     int32,
     name16,
     pollout_reply,
@@ -19,6 +20,7 @@ from flashctl.backends.monitorwire import (
     socket_reply,
     u32,
     umem_reply,
+    xdp_flags,
 )
 from flashctl.chains.seats import Seat
 
@@ -191,3 +193,15 @@ def test_every_command_is_answered_by_the_seat_or_by_the_server():
     assert from_seat | SERVER_HANDLED == set(Command)
     assert from_seat & SERVER_HANDLED == set()
     assert len(from_seat) == 12
+
+
+def test_bind_flags_on_the_wire():
+    assert bind_flags("copy", "wakeup") == 0x0A  # what the real FLASH NF logs for copy mode
+    assert bind_flags("zerocopy", "wakeup") == 0x0C
+    assert bind_flags("copy", "busy") == 0x02
+    assert bind_flags("zerocopy", "poll") == 0x04
+    assert bind_flags("copy", "no-wakeup") == 0x02
+
+
+def test_xdp_flags_on_the_wire():
+    assert [xdp_flags(m) for m in ("skb", "native", "hw")] == [2, 4, 8]

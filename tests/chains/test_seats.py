@@ -9,15 +9,14 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from flashctl.backends.monitorwire import mode_flags
 from flashctl.chains.loader import load_sources
 from flashctl.chains.seats import (
     MAX_UMEM_BYTES,
     Seat,
     assign_umem_ids,
-    bind_flags,
     seats,
     umem_problems,
-    xdp_flags,
 )
 from flashctl.chains.spec import Chain
 
@@ -384,18 +383,6 @@ def test_prev_is_sorted_and_each_nf_once():
 # --- flags and settings ---
 
 
-def test_bind_flags_on_the_wire():
-    assert bind_flags("copy", "wakeup") == 0x0A  # what the real FLASH NF logs for copy mode
-    assert bind_flags("zerocopy", "wakeup") == 0x0C
-    assert bind_flags("copy", "busy") == 0x02
-    assert bind_flags("zerocopy", "poll") == 0x04
-    assert bind_flags("copy", "no-wakeup") == 0x02
-
-
-def test_xdp_flags_on_the_wire():
-    assert [xdp_flags(m) for m in ("skb", "native", "hw")] == [2, 4, 8]
-
-
 def test_group_settings_reach_every_member_and_defaults_reach_private_umems():
     chain = chain_of(
         "modes",
@@ -419,7 +406,7 @@ def test_group_settings_reach_every_member_and_defaults_reach_private_umems():
     )
     found = by_nf(all_seats(chain))
     a, b = found["a"], found["b"]
-    assert (a.bind, a.xdp, a.mode, a.mode_flags, a.poll_timeout, a.frags, a.custom_xdp) == (
+    assert (a.bind, a.xdp, a.mode, mode_flags(a.mode), a.poll_timeout, a.frags, a.custom_xdp) == (
         "zerocopy",
         "native",
         "poll",
@@ -428,7 +415,7 @@ def test_group_settings_reach_every_member_and_defaults_reach_private_umems():
         True,
         True,
     )
-    assert (b.bind, b.xdp, b.mode, b.mode_flags, b.poll_timeout, b.frags, b.custom_xdp) == (
+    assert (b.bind, b.xdp, b.mode, mode_flags(b.mode), b.poll_timeout, b.frags, b.custom_xdp) == (
         "auto",
         "auto",
         "wakeup",
@@ -454,7 +441,7 @@ def test_mode_flags():
         },
     )
     found = by_nf(all_seats(chain))
-    assert (found["a"].mode_flags, found["c"].mode_flags) == (1, 2)
+    assert (mode_flags(found["a"].mode), mode_flags(found["c"].mode)) == (1, 2)
 
 
 # --- servability ---
