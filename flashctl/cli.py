@@ -642,7 +642,7 @@ def _monitor_settings(
     """What the native agent serves; None on the simulated backend or with --no-monitor."""
     if backend != "native" or off:
         if path is not None or group is not None:
-            raise FlashctlError(
+            raise InputError(
                 "--monitor-socket and --monitor-group apply to the native backend's monitor",
                 "add --backend native (and drop --no-monitor)",
             )
@@ -653,7 +653,7 @@ def _monitor_settings(
     default = os.environ.get("FLASHCTL_MONITOR_SOCKET")
     chosen = path or (Path(default) if default else DEFAULT_SOCKET)
     if len(os.fsencode(str(chosen))) > 107:
-        raise FlashctlError(
+        raise InputError(
             f"the monitor socket path {chosen} is longer than the 107 bytes Unix sockets allow",
             "pick a shorter --monitor-socket",
         )
@@ -686,6 +686,8 @@ def agent_run(
     from flashctl.agent import run_agent
     from flashctl.home import resolve_home
 
+    if sysfs_root is not None and backend != "native":
+        raise InputError("--sysfs-root applies to the native backend only", "add --backend native")
     settings = _monitor_settings(backend, monitor_socket, monitor_group, no_monitor, no_foreign)
     gc.enable()
     root = None if sysfs_root is None else Path(sysfs_root)
@@ -707,9 +709,7 @@ def agent_start(
     from flashctl.home import lock_holder, resolve_home
 
     if sysfs_root is not None and backend != "native":
-        raise FlashctlError(
-            "--sysfs-root applies to the native backend only", "add --backend native"
-        )
+        raise InputError("--sysfs-root applies to the native backend only", "add --backend native")
     _monitor_settings(backend, monitor_socket, monitor_group, no_monitor, no_foreign)
     home = resolve_home()
     holder = lock_holder(home)

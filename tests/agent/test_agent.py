@@ -689,9 +689,26 @@ def test_agent_start_passes_the_sysfs_root_on(home: AgentHome) -> None:
     # The sim backend: refused, before anything else.
     refused = home.cli("agent", "start", "--sysfs-root", str(root))
     assert (refused.code, refused.err_lines) == (
-        1,
+        2,
         [
             "error: --sysfs-root applies to the native backend only",
             "hint: add --backend native",
         ],
+    )
+
+
+def test_monitor_options_need_the_native_backend(home: AgentHome) -> None:
+    refused = home.cli("agent", "start", "--monitor-socket", str(home.base / "m.sock"))
+    assert (refused.code, refused.err_lines) == (
+        2,
+        [
+            "error: --monitor-socket and --monitor-group apply to the native backend's monitor",
+            "hint: add --backend native (and drop --no-monitor)",
+        ],
+    )
+    long = "/tmp/" + "x" * 120
+    refused = home.cli("agent", "run", "--backend", "native", "--monitor-socket", long)
+    assert refused.code == 2
+    assert refused.err_lines[0] == (
+        f"error: the monitor socket path {long} is longer than the 107 bytes Unix sockets allow"
     )
