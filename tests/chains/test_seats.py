@@ -504,3 +504,21 @@ def test_a_group_just_under_2_gib_is_fine():
     assert umem_problems(chain) == []
     x = by_nf(all_seats(chain))["x"]
     assert x.umem_size == 2 * 63 * MIB16 <= MAX_UMEM_BYTES
+
+
+def test_the_native_example_gives_each_flash_nf_its_seat():
+    """examples/native/flash-l2fwd.yaml: what FLASH's two l2fwd NFs are told."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "native" / "flash-l2fwd.yaml"
+    loaded = load_sources([(str(path), path.read_text())])
+    [found] = loaded.chains
+    assert loaded.warnings == ()
+    by_name = by_nf(all_seats(found.chain))
+    fwd0, fwd1 = by_name["fwd0"], by_name["fwd1"]
+    assert (fwd0.umem_id, fwd0.nf_id, fwd0.next_size, fwd0.prev) == (0, 0, 1, ())
+    assert (fwd1.umem_id, fwd1.nf_id, fwd1.next_size, fwd1.prev) == (0, 1, 0, (0,))
+    assert (fwd0.umem_offset, fwd1.umem_offset, fwd1.umem_size) == (0, 1, 2 * MIB16)
+    run = found.chain.spec.nfs["fwd1"].run
+    assert run is not None
+    assert run.argv[1:5] == ("-u", "{umem_id}", "-f", "{nf_id}")
