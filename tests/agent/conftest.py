@@ -23,6 +23,7 @@ def home(
     monkeypatch.setenv("FLASHCTL_HOME", str(env.root))
     monkeypatch.setenv("COLUMNS", "200")
     monkeypatch.delenv("FLASHCTL_DEBUG", raising=False)
+    monkeypatch.setenv("FLASHCTL_MONITOR_SOCKET", env.env["FLASHCTL_MONITOR_SOCKET"])
     monkeypatch.chdir(base)
     try:
         yield env

@@ -74,6 +74,9 @@ class AgentHome:
         self.capsys = capsys
         self.processes: list[subprocess.Popen[bytes]] = []
         self.env = dict(os.environ, FLASHCTL_HOME=str(self.root), COLUMNS="200")
+        # A native agent serves the FLASH monitor protocol: never on the host's
+        # /tmp/flash/uds.sock, where a real FLASH monitor may be serving.
+        self.env["FLASHCTL_MONITOR_SOCKET"] = str(self.root / "monitor.sock")
         self.env.pop("FLASHCTL_DEBUG", None)
 
     # --- agents ----------------------------------------------------------------------------

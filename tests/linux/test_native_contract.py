@@ -408,6 +408,8 @@ def test_agent_start_with_sysfs_root_drives_the_standin(parent: Path) -> None:
     home = Home(parent / "h")
     env = {k: v for k, v in os.environ.items() if k != "FLASHCTL_SYSFS_ROOT"}
     env["FLASHCTL_HOME"] = str(home.root)
+    # Never the host's /tmp/flash/uds.sock: a real FLASH monitor may be serving it.
+    env["FLASHCTL_MONITOR_SOCKET"] = str(parent / "monitor.sock")
     repo = Path(__file__).resolve().parents[2]
     with mounted(parent, FLASH_TABLE) as fs:
         fs.bind(pid=4242, procname="fw", ifindex=1, qid=0)
