@@ -511,6 +511,8 @@ class Agent:
             "uptime": time.time() - self.started,
             "chains": sorted(self.engine.running),
             "connections": self.connections,
+            # Where FLASH NFs attach (native backend), None when not served.
+            "monitor": None if self.nfhost is None else str(self.nfhost.settings.path),
         }
 
 

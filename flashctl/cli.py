@@ -766,9 +766,11 @@ def agent_status(
         )
         return
     chains = ", ".join(info["chains"]) or "none"
+    monitor = f", FLASH monitor at {info['monitor']}" if info.get("monitor") else ""
     typer.echo(
         f"agent pid {info['pid']}, flashctl {info['version']}, {info['backend']} backend "
-        f"({info['variant']}), home {info['home']}, up {info['uptime']:.0f} s, chains: {chains}"
+        f"({info['variant']}), home {info['home']}, up {info['uptime']:.0f} s, "
+        f"chains: {chains}{monitor}"
     )
 
 

@@ -300,9 +300,30 @@ class NfHost:
     def _supervisor_event(self, kind: str, data: dict[str, object]) -> None:
         key = str(data.get("key", ""))
         chain = key.split("/")[0] if "/" in key else None
-        self.record(
-            kind, f"{key}: {kind.removeprefix('nf-')} {_details(data)}".strip(), chain, dict(data)
+        self.record(kind, f"{key}: {process_text(kind, data)}", chain, dict(data))
+
+
+def process_text(kind: str, data: Mapping[str, object]) -> str:
+    """One line for the event log about a supervised NF process."""
+
+    def seconds(name: str) -> str:
+        value = data.get(name)
+        return f"{value:.1f} s" if isinstance(value, int | float) else "?"
+
+    if kind == "nf-started":
+        return f"started (pid {data.get('pid')})"
+    if kind == "nf-exited":
+        return (
+            f"pid {data.get('pid')} {data.get('status')} after {seconds('ran_for')}; "
+            f"restarting in {seconds('restart_in')}"
         )
+    if kind == "nf-failed":
+        return f"cannot start: {data.get('error')}; retrying in {seconds('restart_in')}"
+    if kind == "nf-stopped":
+        if data.get("pid") is None:
+            return "stopped (it was waiting to restart)"
+        return f"stopped (pid {data.get('pid')}, {data.get('status')})"
+    return kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,10 +345,6 @@ def _decode_ids(text: str | None) -> dict[UmemKey, int]:
         return {(str(c), str(g)): int(i) for c, g, i in rows}
     except (ValueError, TypeError):
         return {}
-
-
-def _details(data: Mapping[str, object]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in data.items() if k != "key" and v is not None)
 
 
 def _process_data(state: Any) -> dict[str, Any]:

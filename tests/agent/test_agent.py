@@ -439,6 +439,7 @@ def test_cli_starts_an_agent_and_says_so(home: AgentHome) -> None:
     status = home.cli("agent", "status")
     assert status.code == 0
     assert status.out.startswith(f"agent pid {pid}, flashctl {__version__}, sim backend (")
+    assert "FLASH monitor" not in status.out  # the simulator serves no monitor protocol
     stop = home.cli("agent", "stop")
     assert (stop.code, stop.out) == (0, f"stopped agent (pid {pid})\n")
     assert not home.home.socket.exists()

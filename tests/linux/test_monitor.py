@@ -287,6 +287,10 @@ def test_supervised_nf_attaches_forwards_and_is_observed(agent: Agent, peer: soc
     assert seat["process"]["pid"] == nf_pid
     logs = agent.flashctl("logs", "fw").stdout
     assert f"started pid {nf_pid}" in logs
+    shown = agent.flashctl("agent", "status").stdout
+    assert shown.rstrip().endswith(f"chains: edge, FLASH monitor at {agent.monitor}")
+    events = [json.loads(e) for e in agent.flashctl("events", "-o", "json").stdout.splitlines()]
+    assert f"edge/fw: started (pid {nf_pid})" in [e["message"] for e in events]
 
     assert held_by(agent.process.pid) == {"xdp": 1, "umem": 1, "pollout": 1}
 
