@@ -77,7 +77,7 @@ from _common import (
 )
 from _common import verdict as word
 from cold_start import Launcher, child_env, find_launcher
-from top_cpu import cpu_seconds, stage_costs, top_on_pty
+from top_cpu import cpu_seconds, stage_costs, top_on_pty, top_op_client
 
 import_path()  # flashctl and tests.linux from this checkout even when not installed
 
@@ -143,19 +143,6 @@ print(len(attachment.socket_fds), time.perf_counter() - start, flush=True)
 sys.stdin.read()
 attachment.close()
 client.close_conn()
-"""
-
-# A client with no view: the `top` op at 10 Hz, replies decoded (Client.call does that).
-_BASELINE_CHILD = """
-import sys, time
-from flashctl.client import Client
-from flashctl.home import resolve_home
-with Client(resolve_home(), autostart=False, say=lambda _t: None) as client:
-    due = time.monotonic()
-    while True:
-        client.call("top")
-        due += 1 / float(sys.argv[1])
-        time.sleep(max(0.0, due - time.monotonic()))
 """
 
 
@@ -678,17 +665,7 @@ def top_window(agent: NativeAgent, warmup: float, seconds: float) -> Window:
 
 
 def baseline_window(agent: NativeAgent, warmup: float, seconds: float) -> Window:
-    process = subprocess.Popen(
-        [sys.executable, "-c", _BASELINE_CHILD, str(HZ)],
-        cwd=REPO,
-        env=agent.env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        return measured(process.pid, agent, warmup, seconds)
-    finally:
-        _stop(process, 10.0)
+    return top_op_client(agent.env, lambda pid: measured(pid, agent, warmup, seconds))
 
 
 @contextlib.contextmanager

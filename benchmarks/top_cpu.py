@@ -341,6 +341,12 @@ def _drain(fd: int, into: io.BytesIO) -> None:
 def baseline_process(
     env: dict[str, str], agent: AgentProcess, warmup: float, seconds: float
 ) -> Window:
+    return top_op_client(env, lambda pid: measured(pid, agent, warmup, seconds))
+
+
+def top_op_client(env: dict[str, str], measure: Callable[[int], _W]) -> _W:
+    """The baseline of any view: a client calling the agent's `top` op at HZ and decoding
+    the replies, nothing drawn; `measure(pid)` it, then end it."""
     process = subprocess.Popen(
         [sys.executable, "-c", _BASELINE_CHILD, str(HZ)],
         cwd=REPO,
@@ -349,7 +355,7 @@ def baseline_process(
         stdout=subprocess.DEVNULL,
     )
     try:
-        return measured(process.pid, agent, warmup, seconds)
+        return measure(process.pid)
     finally:
         process.terminate()
         process.wait(10)

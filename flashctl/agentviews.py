@@ -5,7 +5,7 @@ events. No pydantic or networkx here: these run on the client side, which must s
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Console, Group
@@ -171,31 +171,39 @@ def monitor_table(monitor: dict[str, Any]) -> Table | Text:
     return table
 
 
+DROP_COUNTERS = ("rx_dropped", "rx_ring_full", "rx_fill_ring_empty_descs")
+
+
+def xsk_owner(xsk: Mapping[str, Any]) -> str:
+    """`chain/nf/thread` for the agent's own sockets, `procname (pids)` for others'."""
+    if xsk["owner"] == "flashctl":
+        return f"{xsk['chain']}/{xsk['nf']}/{xsk['thread']}"
+    return f"{xsk['procname']} ({', '.join(map(str, xsk['pids']))})"
+
+
+def xsk_where(xsk: Mapping[str, Any]) -> str:
+    return "?" if xsk.get("queue") is None else f"{xsk['interface']} q{xsk['queue']}"
+
+
+def ring_cells(rings: Mapping[str, int], order: Sequence[str]) -> list[str]:
+    """`used/size` of each ring in `order`; `-` for a ring the socket does not map."""
+    return [f"{rings[r]}/{rings[r + '_size']}" if rings[r + "_size"] else "-" for r in order]
+
+
 def xsk_table(xsks: Sequence[dict[str, Any]]) -> Table:
     """Every observed AF_XDP socket: ring occupancy (used/size) and packet counters."""
     table = Table(title="AF_XDP sockets", title_justify="left")
     for column in ("owner", "where", "rx", "tx", "fill", "compl", "rx pkts", "tx pkts", "drops"):
         table.add_column(column, justify="right" if column[0] in "rtfcd" else "left")
     for xsk in xsks:
-        rings, counters = xsk["rings"], xsk["counters"]
-        if xsk["owner"] == "flashctl":
-            owner = f"{xsk['chain']}/{xsk['nf']}/{xsk['thread']}"
-        else:
-            owner = f"{xsk['procname']} (pid {', '.join(map(str, xsk['pids']))})"
-        where = "?" if xsk.get("queue") is None else f"{xsk['interface']} q{xsk['queue']}"
-        drops = sum(
-            counters.get(k, 0) for k in ("rx_dropped", "rx_ring_full", "rx_fill_ring_empty_descs")
-        )
+        counters = xsk["counters"]
         table.add_row(
-            Text(owner),
-            where,
-            *(
-                f"{rings[r]}/{rings[r + '_size']}" if rings[r + "_size"] else "-"
-                for r in ("rx", "tx", "fill", "completion")
-            ),
+            Text(xsk_owner(xsk)),
+            xsk_where(xsk),
+            *ring_cells(xsk["rings"], ("rx", "tx", "fill", "completion")),
             _si(counters.get("rx_packets", 0)),
             _si(counters.get("tx_packets", 0)),
-            _si(drops),
+            _si(sum(counters.get(k, 0) for k in DROP_COUNTERS)),
         )
     return table
 

@@ -24,7 +24,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from flashctl.backends.base import Backend, BackendError, XskSample, read_rules, write_rule
+from flashctl.backends.base import (
+    Backend,
+    BackendError,
+    XskSample,
+    by_flash_id,
+    read_rules,
+    write_rule,
+)
 from flashctl.chains import graph
 from flashctl.chains.diff import Changes, Write, diff, teardown
 from flashctl.chains.loader import LoadedChain, load_sources
@@ -473,26 +480,21 @@ class Engine:
             self._running(name)
         inventory, observed = self.observe()
         sampled = self.backend.sample()
-        sample = {s.flash_id: s for s in sampled.sockets}
+        sample = by_flash_id(sampled, inventory)
+        # Without a FLASH kernel the agent's own sockets stand in for the chain's bindings.
+        standalone: dict[str, dict[tuple[str, int], XskSample]] = {}
+        if not self.backend.info().chaining:
+            for x in sampled.xsks:
+                if x.owner == "flashctl" and x.chain and x.nf and x.thread is not None:
+                    standalone.setdefault(x.chain, {})[(x.nf, x.thread)] = x
         chains = []
         owned: set[int] = set()
         for chain_name, planned in self.plans(inventory).items():
             owned |= planned.owned_ids
             if name is not None and chain_name != name:
                 continue
-            standalone = {}
-            if not self.backend.info().chaining:
-                standalone = {
-                    (x.nf, x.thread): x
-                    for x in sampled.xsks
-                    if x.owner == "flashctl"
-                    and x.chain == chain_name
-                    and x.nf is not None
-                    and x.thread is not None
-                }
-            chains.append(
-                _chain_status(self.running[chain_name], planned, observed, sample, standalone)
-            )
+            own = standalone.get(chain_name, {})
+            chains.append(_chain_status(self.running[chain_name], planned, observed, sample, own))
         live = inventory.ids()
         orphans = [
             {
@@ -508,7 +510,7 @@ class Engine:
             for s in inventory.sockets
             if s.flash_id not in owned and observed.get(s.flash_id)
         ]
-        info = self.backend.info()
+        info = self.backend.info()  # probed once; cached by the backend
         return {
             "backend": {
                 "name": info.name,

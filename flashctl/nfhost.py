@@ -20,7 +20,6 @@ import grp
 import json
 import os
 import pwd
-import socket
 import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from typing import Any
 
 from flashctl.backends.base import XskSample
 from flashctl.backends.monitor import MonitorServer
+from flashctl.backends.native import interface_name
 from flashctl.backends.xskplant import Reading, XskPlant
 from flashctl.chains.seats import (
     Seat,
@@ -251,7 +251,7 @@ class NfHost:
                     owner="foreign",
                     pids=tuple(seen.pids),
                     procname=seen.procname,
-                    ifname=_ifname(seen.ifindex),
+                    ifname=None if seen.ifindex is None else interface_name(seen.ifindex),
                     queue=seen.queue,
                     rings=seen.rings,
                     counters=dict(seen.counters),
@@ -370,12 +370,3 @@ def _own_sample(reading: Reading) -> XskSample:
         nf=reading.seat.nf,
         thread=reading.thread,
     )
-
-
-def _ifname(ifindex: int | None) -> str | None:
-    if ifindex is None:
-        return None
-    try:
-        return socket.if_indextoname(ifindex)
-    except OSError:
-        return None

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from typing import Any
 
 from flashctl.analysis import Snapshot, SocketView
-from flashctl.backends.base import SocketSample
+from flashctl.backends.base import SocketSample, by_flash_id
 from flashctl.chains.planner import Plan, SocketRule
 from flashctl.engine import Engine, xsk_data
 
@@ -22,14 +22,14 @@ def top_data(engine: Engine, chain: str | None = None) -> dict[str, Any]:
     and whether the backend sampled any counters at all."""
     inventory, observed = engine.observe()
     sample = engine.backend.sample()
-    sampled = {s.flash_id: s for s in sample.sockets}
+    sampled = by_flash_id(sample, inventory)
     views: list[SocketView] = []
     for name, planned in engine.plans(inventory).items():
         if chain is None or name == chain:
             views += _views(name, planned, observed, sampled)
     return {
         "backend": engine.backend.info().name,
-        "counters": bool(sample.sockets),
+        "counters": bool(sampled),
         "snapshot": Snapshot(at=sample.at, sockets=tuple(views)).to_data(),
         # Real AF_XDP sockets (native backend): the agent's own and other processes'.
         "xsks": [xsk_data(x) for x in sample.xsks if chain is None or x.chain == chain],

@@ -33,6 +33,7 @@ from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 
+from flashctl.agentviews import DROP_COUNTERS, ring_cells, xsk_owner, xsk_where
 from flashctl.analysis import (
     Bottleneck,
     ChainSummary,
@@ -314,24 +315,16 @@ def _xsk_table(xsks: Sequence[Mapping[str, Any]]) -> _Rows:
     titles = " ".join(_cell(t, w, left=left) for t, w, left in _XSK_COLUMNS)
     rows: list[list[Segment]] = [[], [Segment("AF_XDP sockets", _BOLD)], [Segment(titles, _BOLD)]]
     for xsk in xsks:
-        rings, rate = xsk["rings"], xsk.get("perSecond")
-        if xsk["owner"] == "flashctl":
-            owner = f"{xsk['chain']}/{xsk['nf']}/{xsk['thread']}"
-        else:
-            owner = f"{xsk['procname']} ({', '.join(map(str, xsk['pids']))})"
-        where = "?" if xsk.get("queue") is None else f"{xsk['interface']} q{xsk['queue']}"
+        rate = xsk.get("perSecond")
         figures = ["-", "-", "-"]
         if rate is not None:
             drops = sum(rate.get(k, 0.0) for k in DROP_COUNTERS)
             figures = [_pps(rate.get("rx_packets", 0.0)), _pps(rate.get("tx_packets", 0.0))]
             figures.append(_pps(drops))
         cells = [
-            owner,
-            where,
-            *(
-                f"{rings[r]}/{rings[r + '_size']}" if rings[r + "_size"] else "-"
-                for r in ("rx", "fill", "tx", "completion")
-            ),
+            xsk_owner(xsk),
+            xsk_where(xsk),
+            *ring_cells(xsk["rings"], ("rx", "fill", "tx", "completion")),
             *figures,
         ]
         text = " ".join(
@@ -339,9 +332,6 @@ def _xsk_table(xsks: Sequence[Mapping[str, Any]]) -> _Rows:
         )
         rows.append([Segment(text)])
     return _Rows(rows)
-
-
-DROP_COUNTERS = ("rx_dropped", "rx_ring_full", "rx_fill_ring_empty_descs")
 
 
 def _chain_names(snapshot: Snapshot) -> list[str]:

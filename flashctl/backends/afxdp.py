@@ -30,7 +30,7 @@ import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final, TypeVar
+from typing import ClassVar, Final, TypeVar
 
 from flashctl.backends.base import BackendError, Rings
 
@@ -303,26 +303,21 @@ class RingOffsets:
 
 class Ring:
     """One mapped ring. The producer side is the user for fill and TX, the kernel for RX and
-    completion; `producer`/`consumer` read the live shared indices."""
+    completion; `producer`/`consumer` read the live shared indices. Subclasses name the
+    type of their entries (`ENTRY`)."""
+
+    ENTRY: ClassVar[type[ctypes.c_uint64] | type[_XdpDesc]]
 
     def __init__(
-        self,
-        fd: int,
-        size: int,
-        offsets: RingOffsets,
-        page_offset: int,
-        entry: int,
-        name: str,
-        *,
-        readonly: bool = False,
+        self, fd: int, size: int, offsets: RingOffsets, page_offset: int, name: str
     ) -> None:
         self.name = name
         self.size = size
         self.mask = size - 1
-        self.length = offsets.desc + size * entry
-        # An observer maps read-only: it can never corrupt an index the owner relies on.
-        prot = PROT_READ if readonly else PROT_READ | PROT_WRITE
-        self.address = _mmap(self.length, prot, MAP_SHARED | MAP_POPULATE, fd, page_offset, name)
+        self.length = offsets.desc + size * ctypes.sizeof(self.ENTRY)
+        self.address = _mmap(
+            self.length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, page_offset, name
+        )
         self._producer = ctypes.c_uint32.from_address(self.address + offsets.producer)
         self._consumer = ctypes.c_uint32.from_address(self.address + offsets.consumer)
         self._flags = ctypes.c_uint32.from_address(self.address + offsets.flags)
@@ -359,17 +354,12 @@ class Ring:
 class AddrRing(Ring):
     """Fill or completion ring: entries are u64 UMEM offsets."""
 
+    ENTRY = ctypes.c_uint64
+
     def __init__(
-        self,
-        fd: int,
-        size: int,
-        offsets: RingOffsets,
-        page_offset: int,
-        name: str,
-        *,
-        readonly: bool = False,
+        self, fd: int, size: int, offsets: RingOffsets, page_offset: int, name: str
     ) -> None:
-        super().__init__(fd, size, offsets, page_offset, 8, name, readonly=readonly)
+        super().__init__(fd, size, offsets, page_offset, name)
         self._entries = (ctypes.c_uint64 * size).from_address(self._desc)
 
     def produce(self, addrs: Sequence[int]) -> int:
@@ -393,18 +383,12 @@ class AddrRing(Ring):
 class DescRing(Ring):
     """RX or TX ring: entries are struct xdp_desc."""
 
+    ENTRY = _XdpDesc
+
     def __init__(
-        self,
-        fd: int,
-        size: int,
-        offsets: RingOffsets,
-        page_offset: int,
-        name: str,
-        *,
-        readonly: bool = False,
+        self, fd: int, size: int, offsets: RingOffsets, page_offset: int, name: str
     ) -> None:
-        entry = ctypes.sizeof(_XdpDesc)
-        super().__init__(fd, size, offsets, page_offset, entry, name, readonly=readonly)
+        super().__init__(fd, size, offsets, page_offset, name)
         self._entries = (_XdpDesc * size).from_address(self._desc)
 
     def produce(self, descs: Sequence[Desc]) -> int:
@@ -443,7 +427,7 @@ class RingSizes:
 
 @dataclass(slots=True)
 class MappedRings:
-    """The rings of one socket as mapped by this process (its own, or an observer's copy)."""
+    """The rings of one socket as mapped by this process (its own, or one passed to it)."""
 
     rx: DescRing | None = None
     tx: DescRing | None = None
@@ -507,40 +491,23 @@ def mmap_offsets(fd: int) -> dict[str, RingOffsets]:
     raise AfXdpError(f"XDP_MMAP_OFFSETS returned {len(raw)} bytes, expected 128 or 96")
 
 
-def map_rings(fd: int, sizes: RingSizes, *, readonly: bool = False) -> MappedRings:
+def map_rings(fd: int, sizes: RingSizes) -> MappedRings:
     """Map the rings of the AF_XDP socket `fd` whose sizes are non-zero. Works on a socket
-    this process created, on one another process passed over SCM_RIGHTS (how a FLASH NF maps
-    the sockets the monitor bound for it), and, read-only, on an observer's pidfd_getfd copy.
-    On failure nothing stays mapped."""
+    this process created and on one another process passed over SCM_RIGHTS (how a FLASH NF
+    maps the sockets the monitor bound for it). On failure nothing stays mapped."""
     offsets = mmap_offsets(fd)
     rings = MappedRings()
+    kinds: tuple[tuple[str, type[DescRing] | type[AddrRing], int, str], ...] = (
+        ("rx", DescRing, XDP_PGOFF_RX_RING, "the RX ring"),
+        ("tx", DescRing, XDP_PGOFF_TX_RING, "the TX ring"),
+        ("fill", AddrRing, XDP_UMEM_PGOFF_FILL_RING, "the fill ring"),
+        ("completion", AddrRing, XDP_UMEM_PGOFF_COMPLETION_RING, "the completion ring"),
+    )
     try:
-        if sizes.rx:
-            rings.rx = DescRing(
-                fd, sizes.rx, offsets["rx"], XDP_PGOFF_RX_RING, "the RX ring", readonly=readonly
-            )
-        if sizes.tx:
-            rings.tx = DescRing(
-                fd, sizes.tx, offsets["tx"], XDP_PGOFF_TX_RING, "the TX ring", readonly=readonly
-            )
-        if sizes.fill:
-            rings.fill = AddrRing(
-                fd,
-                sizes.fill,
-                offsets["fill"],
-                XDP_UMEM_PGOFF_FILL_RING,
-                "the fill ring",
-                readonly=readonly,
-            )
-        if sizes.completion:
-            rings.completion = AddrRing(
-                fd,
-                sizes.completion,
-                offsets["completion"],
-                XDP_UMEM_PGOFF_COMPLETION_RING,
-                "the completion ring",
-                readonly=readonly,
-            )
+        for attr, kind, page_offset, label in kinds:
+            size = getattr(sizes, attr)
+            if size:
+                setattr(rings, attr, kind(fd, size, offsets[attr], page_offset, label))
     except BaseException:
         rings.close()
         raise

@@ -121,6 +121,20 @@ class BackendInfo:
     detail: str = ""
 
 
+def by_flash_id(sample: Sample, inventory: Inventory) -> dict[int, SocketSample]:
+    """The sample's sockets by flash-id: those the backend keyed itself (the simulator), and
+    the real AF_XDP sockets FLASH knows, matched to `inventory` on (interface, queue) as the
+    kernel shows them. Callers pass the inventory they planned with: one sysfs read."""
+    found = {s.flash_id: s for s in sample.sockets}
+    by_queue = {(x.ifname, x.queue): x for x in sample.xsks if x.queue is not None}
+    for live in inventory.sockets if by_queue else ():
+        xsk = by_queue.get((live.interface, live.qid))
+        if xsk is not None and live.flash_id not in found:
+            counters = {k: float(v) for k, v in xsk.counters.items()}
+            found[live.flash_id] = SocketSample(live.flash_id, xsk.rings, counters)
+    return found
+
+
 ChurnListener = Callable[[], None]
 
 

@@ -78,12 +78,6 @@ class Session:
     task: asyncio.Task[None] | None = None
     goodbye: str | None = None  # why the server ends it (None: the client ended it)
 
-    def describe(self) -> str:
-        who = f"pid {self.pid} ({self.procname})"
-        if self.seat is None:
-            return who
-        return f"{self.seat.chain}/{self.seat.nf} {who}"
-
 
 @dataclass(frozen=True, slots=True)
 class Attached:
@@ -179,13 +173,6 @@ class MonitorServer:
             ),
             key=lambda a: (a.chain, a.nf),
         )
-
-    def pids_of(self, chain: str, nf: str) -> list[int]:
-        return [
-            s.pid
-            for s in self.sessions
-            if s.seat is not None and (s.seat.chain, s.seat.nf) == (chain, nf)
-        ]
 
     # --- connections ---
 

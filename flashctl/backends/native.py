@@ -39,7 +39,6 @@ from flashctl.backends.base import (
     BackendInfo,
     ChurnListener,
     Sample,
-    SocketSample,
     XskSample,
     check_tx_tracking,
     tx_tracking_error,
@@ -350,21 +349,9 @@ class NativeBackend:
         self._observers.append(observer)
 
     def sample(self) -> Sample:
-        """Every observed AF_XDP socket; those FLASH knows also by flash-id, matched on
-        (interface, queue) as the kernel shows them."""
-        at = self.clock()
-        xsks = tuple(x for observer in self._observers for x in observer())
-        if not xsks:
-            return Sample(at=at)
-        by_queue = {(x.ifname, x.queue): x for x in xsks if x.queue is not None}
-        sockets = []
-        if find_kset(self.root) is not None:
-            for live in self.inventory().sockets:
-                found = by_queue.get((live.interface, live.qid))
-                if found is not None:
-                    counters = {k: float(v) for k, v in found.counters.items()}
-                    sockets.append(SocketSample(live.flash_id, found.rings, counters))
-        return Sample(at=at, sockets=tuple(sockets), xsks=xsks)
+        """Every observed AF_XDP socket; `base.by_flash_id` matches them to flash-ids with
+        the inventory the caller already has."""
+        return Sample(at=self.clock(), xsks=tuple(x for obs in self._observers for x in obs()))
 
     def set_tx_tracking(self, enabled: bool) -> bool:
         """One write of "1\\n" or "0\\n" to <kset>/tx_tracking, read back; False when the
